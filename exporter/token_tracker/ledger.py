@@ -1,0 +1,447 @@
+"""The on-disk ledger: a JSON snapshot plus an append-only checksummed journal.
+
+Files beside the ledger path ``P`` (see ``state`` and ``journal`` for formats):
+
+* ``P``: the snapshot, replaced atomically (write, fsync, rename) by compaction;
+* ``P.journal``: records appended with one ``O_APPEND`` write each;
+* ``P.lock``: ``flock``-ed exclusively while opening, recovering and compacting.
+
+Appenders hold a shared ``flock`` on the journal for their one write; compaction
+holds it exclusively while it folds the journal into a new snapshot and renames
+a fresh journal in. An appender that then finds its journal unlinked reopens
+the path, so no record lands in a file nobody reads. Readers follow the journal
+from their offset and step to the next generation when theirs was replaced.
+
+Damage is never repaired by overwriting: a snapshot or journal that fails to
+load is renamed to ``<name>.corrupt-<UTC time>`` and ``LedgerCorruptError``
+is raised. A torn final line, which no caller was ever told was recorded, is
+cut off, kept in ``P.journal.torn-<UTC time>`` and counted in the journal.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from . import journal
+from .errors import LedgerCorruptError, LedgerError
+from .pricing import PriceTable
+from .state import LedgerState, SnapshotError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOURNAL_MAX_BYTES = 4 << 20
+_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ_CHUNK = 16 << 20
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def _unique(name: str) -> str:
+    candidate, n = name, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{name}.{n}"
+    return candidate
+
+
+def _open(path: str, flags: int, what: str) -> int:
+    try:
+        return os.open(path, flags | _NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LedgerError(f"{what} {path} is a symlink; refusing to follow it") from None
+        if exc.errno == errno.ENOENT:
+            raise
+        raise LedgerError(f"{what} {path}: {exc.strerror}") from None
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int, offset: int = 0) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.pread(fd, _READ_CHUNK, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a private temp file, fsync, rename, fsync dir."""
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "temporary file")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+class Ledger:
+    """One process's handle on a shared ledger. Thread-safe."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        prices: PriceTable,
+        *,
+        durability: str = "os",
+        journal_max_bytes: int = DEFAULT_JOURNAL_MAX_BYTES,
+    ) -> None:
+        if durability not in ("os", "fsync"):
+            raise ValueError(f"durability must be 'os' or 'fsync', got {durability!r}")
+        self.path = os.path.abspath(os.fspath(path))
+        self.journal_path = self.path + ".journal"
+        self.lock_path = self.path + ".lock"
+        self._prices = prices
+        self._fsync = durability == "fsync"
+        self._max_bytes = journal_max_bytes
+        self.lock = threading.RLock()  # guards state and the reader
+        self._append_lock = threading.Lock()
+        self.state = LedgerState()
+        self._generation = 0
+        self._rfd = self._wfd = self._lockfd = -1
+        self._roffset = 0
+        self._make_dir()
+        self._lockfd = _open(self.lock_path, os.O_RDWR | os.O_CREAT, "lock file")
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening and recovery ---------------------------------------------------
+
+    def _make_dir(self) -> None:
+        directory = Path(self.path).parent
+        if directory.is_dir():
+            return
+        try:
+            directory.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise LedgerError(f"cannot create ledger directory {directory}: {exc.strerror}") from None
+        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+    def _load(self) -> None:
+        """Load snapshot and journal under the exclusive lock, recovering a torn tail."""
+        fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+        try:
+            with self.lock:
+                if self._rfd >= 0:
+                    os.close(self._rfd)
+                    self._rfd = -1
+                state, generation = self._load_snapshot()
+                self._open_journal(generation)
+                self.state = state
+                self._roffset = 0
+                self._read_available(opening=True)
+        finally:
+            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+
+    def _corrupt(self, path: str, problem: str) -> LedgerCorruptError:
+        """Move a damaged file aside, byte for byte, and build the error to raise."""
+        aside = _unique(f"{path}.corrupt-{_stamp()}")
+        os.rename(path, aside)
+        log.error("ledger file %s is damaged (%s); moved it to %s", path, problem, aside)
+        return LedgerCorruptError(
+            f"ledger file {path} is damaged ({problem}). It was moved, unchanged, to "
+            f"{aside}. Nothing was overwritten; restore or repair that file, or start "
+            "again and the tracker will continue without its records.",
+            path=path,
+            preserved_as=aside,
+        )
+
+    def _load_snapshot(self) -> tuple[LedgerState, int]:
+        try:
+            fd = _open(self.path, os.O_RDONLY, "ledger")
+        except FileNotFoundError:
+            return LedgerState(), 0
+        try:
+            raw = _read_all(fd)
+        finally:
+            os.close(fd)
+        try:
+            doc = json.loads(raw)
+            state, generation, schema = LedgerState.from_document(doc, self._prices)
+        except (ValueError, RecursionError) as exc:
+            problem = f"not a valid ledger snapshot: {exc}"
+            raise self._corrupt(self.path, problem) from None
+        if schema == 1:
+            self._migrate_v1(state)
+        return state, generation
+
+    def _migrate_v1(self, state: LedgerState) -> None:
+        """Keep the earlier tracker's file as a backup, then write the current schema."""
+        backup = _unique(self.path + ".v1-backup")
+        try:
+            os.link(self.path, backup)
+        except OSError:  # no hard links here: copy, byte for byte
+            shutil.copyfile(self.path, backup, follow_symlinks=False)
+        doc = state.to_document(1, time.time(), self._prices)
+        atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
+        log.info("migrated earlier-format ledger %s; the original is kept as %s", self.path, backup)
+
+    def _new_journal(self, generation: int) -> None:
+        atomic_write(self.journal_path, journal.header(generation, time.time()))
+
+    def _open_journal(self, snapshot_generation: int) -> None:
+        has_snapshot = snapshot_generation > 0
+        expected = snapshot_generation or 1
+        try:
+            fd = _open(self.journal_path, os.O_RDONLY, "journal")
+        except FileNotFoundError:
+            self._new_journal(expected)
+        else:
+            try:
+                first = os.pread(fd, 4096, 0)
+            finally:
+                os.close(fd)
+            if not first:
+                self._new_journal(expected)  # an empty journal holds nothing to lose
+            else:
+                rec = journal.decode(first.split(b"\n", 1)[0]) if b"\n" in first else None
+                if rec is None or rec[0] != "h" or type(rec[2]) is not int:
+                    raise self._corrupt(self.journal_path, "its header line is damaged")
+                generation = rec[2]
+                if generation < expected and has_snapshot:
+                    # Compaction stopped after writing the snapshot: this journal is folded in.
+                    self._new_journal(expected)
+                elif generation != expected:
+                    raise LedgerCorruptError(
+                        f"journal {self.journal_path} is generation {generation} but the "
+                        f"snapshot {self.path} expects generation {expected}"
+                        + ("" if has_snapshot else " (the snapshot is missing)")
+                        + "; restore the matching snapshot or move the journal aside",
+                        path=self.journal_path,
+                    )
+        self._rfd = _open(self.journal_path, os.O_RDONLY, "journal")
+        if self._wfd < 0:  # on a reload the appender keeps its fd and follows the path itself
+            self._wfd = _open(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
+        self._generation = expected
+
+    # -- following the journal ----------------------------------------------------
+
+    def catch_up(self) -> None:
+        """Fold in every record appended since the last call, by any process."""
+        with self.lock:
+            while True:
+                replaced = os.fstat(self._rfd).st_nlink == 0
+                self._read_available()
+                if not replaced:
+                    return
+                self._read_available()  # the replaced file is sealed: this is its end
+                if not self._next_generation():
+                    log.info("journal moved on by more than one generation; reloading")
+                    self._load()
+                    return
+
+    def _next_generation(self) -> bool:
+        fd = _open(self.journal_path, os.O_RDONLY, "journal")
+        first = os.pread(fd, 4096, 0)
+        rec = journal.decode(first.split(b"\n", 1)[0]) if b"\n" in first else None
+        if rec is None or rec[0] != "h" or rec[2] != self._generation + 1:
+            os.close(fd)
+            return False
+        os.close(self._rfd)
+        self._rfd = fd
+        self._roffset = 0
+        self._read_available()
+        return True
+
+    def _read_available(self, opening: bool = False) -> None:
+        data = _read_all(self._rfd, self._roffset)
+        end = data.rfind(b"\n") + 1
+        if end:
+            self._apply_lines(data[: end - 1].split(b"\n"), opening)
+            self._roffset += end
+        if opening and end < len(data):
+            self._recover_torn_tail()
+
+    def _apply_lines(self, lines: list[bytes], opening: bool) -> None:
+        crc_ok = journal.crc_ok
+        good = [line for line in lines if crc_ok(line)]
+        if len(good) == len(lines):
+            records = journal.decode_many(lines)
+        else:
+            records = []
+            for index, line in enumerate(lines):
+                if crc_ok(line):
+                    records.extend(journal.decode_many([line]))
+                    continue
+                found = journal.salvage(line)
+                if found is None:
+                    self._damaged_line(index, opening)
+                fragment, record = found  # type: ignore[misc]
+                log.warning(
+                    "journal %s: dropped a torn %d-byte fragment a killed writer left",
+                    self.journal_path,
+                    fragment,
+                )
+                records.append(["t", 0.0, fragment])
+                records.append(record)
+        apply = self.state.apply
+        try:
+            for rec in records:
+                if rec[0] == "h":
+                    self._generation = rec[2]
+                apply(rec)
+        except (ValueError, TypeError, IndexError, SnapshotError) as exc:
+            problem = f"a record does not match the journal format: {exc}"
+            if opening:
+                raise self._corrupt(self.journal_path, problem) from None
+            raise LedgerCorruptError(f"journal {self.journal_path}: {problem}", path=self.path)
+
+    def _damaged_line(self, index: int, opening: bool) -> None:
+        problem = f"a record near line {index + 1} after offset {self._roffset} fails its checksum"
+        if opening:
+            raise self._corrupt(self.journal_path, problem)
+        raise LedgerCorruptError(
+            f"journal {self.journal_path}: {problem}; run `token-tracker check` and restart",
+            path=self.journal_path,
+        )
+
+    def _recover_torn_tail(self) -> None:
+        """Cut a final line with no newline, kept aside; only while no writer is mid-write."""
+        # A fresh fd: under the ledger lock the path is the file the reader has open.
+        wfd = _open(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
+        fcntl.flock(wfd, fcntl.LOCK_EX)
+        try:
+            tail = _read_all(self._rfd, self._roffset)
+            if not tail:
+                return
+            if b"\n" in tail:  # a live writer finished meanwhile: read on normally
+                self._read_available(opening=True)
+                return
+            aside = _unique(f"{self.journal_path}.torn-{_stamp()}")
+            fd = _open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "torn-tail file")
+            try:
+                os.write(fd, tail)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.ftruncate(wfd, self._roffset)
+            os.write(wfd, journal.torn(time.time(), len(tail)))
+            os.fsync(wfd)
+            log.warning(
+                "journal %s ended in a torn %d-byte record that was never acknowledged; "
+                "cut it off and kept it in %s",
+                self.journal_path,
+                len(tail),
+                aside,
+            )
+        finally:
+            fcntl.flock(wfd, fcntl.LOCK_UN)
+            os.close(wfd)
+        self._read_available()
+
+    # -- appending ------------------------------------------------------------------
+
+    def append(self, line: bytes) -> None:
+        """Write one record; it is in the OS (or on disk, with fsync) on return."""
+        with self._append_lock:
+            while True:
+                fcntl.flock(self._wfd, fcntl.LOCK_SH)
+                try:
+                    st = os.fstat(self._wfd)
+                    if st.st_nlink:
+                        written = os.write(self._wfd, line)
+                        if self._fsync:
+                            os.fsync(self._wfd)
+                        break
+                finally:
+                    fcntl.flock(self._wfd, fcntl.LOCK_UN)
+                # Compaction replaced the journal after we opened it: follow the path.
+                os.close(self._wfd)
+                self._wfd = _open(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
+        if written != len(line):
+            raise LedgerError(
+                f"journal {self.journal_path}: short write ({written} of {len(line)} bytes)"
+            )
+        if st.st_size + written > self._max_bytes:
+            self.compact(wait=False)
+
+    # -- compaction -------------------------------------------------------------------
+
+    def compact(self, *, wait: bool = True) -> bool:
+        """Fold the journal into a new snapshot; False if another process is doing it."""
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        try:
+            with self.lock:
+                return self._compact_locked(force=wait)
+        finally:
+            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+
+    def _compact_locked(self, force: bool) -> bool:
+        fd = _open(self.journal_path, os.O_RDONLY, "journal")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits out appenders mid-write
+            self.catch_up()
+            size = os.fstat(fd).st_size
+            if not force and size <= self._max_bytes:
+                return False  # another process compacted first
+            if os.fstat(self._rfd).st_ino != os.fstat(fd).st_ino:
+                raise LedgerError(f"journal {self.journal_path} changed during compaction")
+            if self._roffset < size:  # a torn tail from a killed writer: keep it aside
+                tail = _read_all(fd, self._roffset)
+                aside = _unique(f"{self.journal_path}.torn-{_stamp()}")
+                Path(aside).write_bytes(tail)
+                self.state.recovered_tail += 1
+                log.warning("journal %s: kept a torn tail in %s", self.journal_path, aside)
+            nxt = self._generation + 1
+            doc = self.state.to_document(nxt, time.time(), self._prices)
+            atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
+            self._new_journal(nxt)
+            return True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- information ------------------------------------------------------------------
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the snapshot and the journal."""
+        total = 0
+        for path in (self.path, self.journal_path):
+            try:
+                total += os.stat(path).st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def close(self) -> None:
+        """Release the files. The ledger stays valid on disk."""
+        for name in ("_rfd", "_wfd", "_lockfd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, name, -1)
+
