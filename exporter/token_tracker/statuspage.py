@@ -96,7 +96,8 @@ def _session_item(session: SessionTokenUsage) -> str:
     model = session.model_name
     compact = format_usage_compact(usage, model)
     detailed = (
-        f"{format_usage_detailed(usage, model)} · {session.request_count} requests · "
+        f"{format_usage_detailed(usage, model)} · {session.request_count} "
+        f"request{'' if session.request_count == 1 else 's'} · "
         f"cache hit {session.cache_hit_rate:.0%} · "
         f"saved {format_cost(session.cost_savings_from_cache)} by caching · "
         f"updated {_timestamp(session.last_updated)}"
