@@ -107,29 +107,34 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         path = urlsplit(self.path).path
-        app = self.server.app
         try:
-            if path == "/metrics":
-                body, content_type = app.render_metrics(self.headers.get("Accept"))
-                extra: dict[str, str] = {"Vary": "Accept-Encoding"}
-                if _accepts_gzip(self.headers.get("Accept-Encoding")):
-                    body = gzip.compress(body, compresslevel=6)
-                    extra["Content-Encoding"] = "gzip"
-                self._send(200, body, content_type, extra)
-            elif path == "/":
-                page = app.status_page()
-                # errors="replace": a stray lone surrogate must not turn the page into a 500.
-                self._send(200, page.encode("utf-8", "replace"), "text/html; charset=utf-8")
-            elif path == "/healthz":
-                ok, text = app.health()
-                body = (text if text.endswith("\n") else text + "\n").encode("utf-8", "replace")
-                self._send(200 if ok else 503, body, _TEXT)
-            else:
-                self._send(404, b"not found\n", _TEXT)
+            status, body, content_type, extra = self._route(path)
         except Exception:
+            # Only the app's failure is caught here; errors while writing the response
+            # (a client gone away) are left to the server's quiet handle_error.
             logger.exception("error serving %s %s", self.command, path)
             self.close_connection = True
-            self._send(500, b"internal server error\n", _TEXT)
+            status, body, content_type, extra = 500, b"internal server error\n", _TEXT, {}
+        self._send(status, body, content_type, extra)
+
+    def _route(self, path: str) -> tuple[int, bytes, str, dict[str, str]]:
+        app = self.server.app
+        if path == "/metrics":
+            body, content_type = app.render_metrics(self.headers.get("Accept"))
+            extra = {"Vary": "Accept-Encoding"}
+            if _accepts_gzip(self.headers.get("Accept-Encoding")):
+                body = gzip.compress(body, compresslevel=6)
+                extra["Content-Encoding"] = "gzip"
+            return 200, body, content_type, extra
+        if path == "/":
+            # errors="replace": a stray lone surrogate must not turn the page into a 500.
+            page = app.status_page().encode("utf-8", "replace")
+            return 200, page, "text/html; charset=utf-8", {}
+        if path == "/healthz":
+            ok, text = app.health()
+            body = (text if text.endswith("\n") else text + "\n").encode("utf-8", "replace")
+            return (200 if ok else 503), body, _TEXT, {}
+        return 404, b"not found\n", _TEXT, {}
 
     def _authorized(self) -> bool:
         config = self.server.web_config
