@@ -121,8 +121,9 @@ def test_cache_creation_priced_at_125_percent() -> None:
 def test_opus_seed_ledger_cost() -> None:
     price = SEED.lookup("claude-opus-4.6")
     assert price is not None
-    # review-7 in the seed ledger: 3000 in (1000 cached), 500 out = $0.0615 at the new rule
+    # review-7 in the seed ledger: 3000 in (1000 cached), 500 out = $0.069
     assert price.cost_nanos(3000, 500, 1000, 0) == 2000 * 15_000 + 1000 * 1_500 + 500 * 75_000
+    assert price.cost_nanos(3000, 500, 1000, 0) == 69_000_000
 
 
 def test_rounding_is_half_up_to_a_nanodollar() -> None:
