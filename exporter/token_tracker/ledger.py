@@ -28,7 +28,9 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import journal
 from .errors import LedgerCorruptError, LedgerError
@@ -122,6 +124,8 @@ class Ledger:
         self._max_bytes = journal_max_bytes
         self.lock = threading.RLock()  # guards state and the reader
         self._append_lock = threading.Lock()
+        #: Called with each request record read from the journal after opening.
+        self.listeners: list[Callable[[list[Any]], None]] = []
         self.state = LedgerState()
         self._generation = 0
         self._rfd = self._wfd = self._lockfd = -1
@@ -311,6 +315,11 @@ class Ledger:
                 if rec[0] == "h":
                     self._generation = rec[2]
                 apply(rec)
+            if self.listeners and not opening:
+                for rec in records:
+                    if rec[0] == "r":
+                        for listener in self.listeners:
+                            listener(rec)
         except (ValueError, TypeError, IndexError, SnapshotError) as exc:
             problem = f"a record does not match the journal format: {exc}"
             if opening:
