@@ -38,9 +38,7 @@ def check_ledger(path: str | os.PathLike[str], prices: PriceTable) -> CheckRepor
         report.notes.append(f"{base}: no snapshot (a new ledger, or one never compacted)")
     else:
         try:
-            state, snapshot_generation, schema = LedgerState.from_document(
-                json.loads(raw), prices
-            )
+            state, snapshot_generation, schema = LedgerState.from_document(json.loads(raw), prices)
         except (ValueError, SnapshotError) as exc:
             report.problems.append(f"{base}: snapshot is damaged: {exc}")
             return report
@@ -68,7 +66,10 @@ def check_ledger(path: str | os.PathLike[str], prices: PriceTable) -> CheckRepor
         if number == 1:
             if rec[0] != "h":
                 report.problems.append(f"{journal_path}:1: missing journal header")
-            elif snapshot_generation and rec[2] not in (snapshot_generation, snapshot_generation - 1):
+            elif snapshot_generation and rec[2] not in (
+                snapshot_generation,
+                snapshot_generation - 1,
+            ):
                 report.problems.append(
                     f"{journal_path}: generation {rec[2]} does not continue the snapshot "
                     f"(generation {snapshot_generation})"

@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="token-tracker", description="Track LLM token usage and cost; export it as metrics."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def ledger_arg(p: argparse.ArgumentParser) -> None:
@@ -75,17 +77,37 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve /metrics, a status page and /healthz")
     ledger_arg(serve)
-    serve.add_argument("--web.listen-address", dest="listen_address", default="127.0.0.1:9464",
-                       help="address to listen on (default 127.0.0.1:9464; ':9464' for all)")
-    serve.add_argument("--web.config.file", dest="web_config", metavar="FILE",
-                       help="exporter-toolkit web config: TLS and basic auth")
-    serve.add_argument("--session-ttl", type=parse_duration, default=24 * 3600.0,
-                       metavar="DURATION", help="drop idle sessions from per-session metrics "
-                       "after this long (default 24h; 0 keeps all)")
-    serve.add_argument("--max-sessions", type=_non_negative_int, metavar="N",
-                       help="at most N sessions (the most recent) in per-session metrics")
-    serve.add_argument("--no-session-metrics", action="store_true",
-                       help="leave out the per-session metric families")
+    serve.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default="127.0.0.1:9464",
+        help="address to listen on (default 127.0.0.1:9464; ':9464' for all)",
+    )
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config",
+        metavar="FILE",
+        help="exporter-toolkit web config: TLS and basic auth",
+    )
+    serve.add_argument(
+        "--session-ttl",
+        type=parse_duration,
+        default=24 * 3600.0,
+        metavar="DURATION",
+        help="drop idle sessions from per-session metrics "
+        "after this long (default 24h; 0 keeps all)",
+    )
+    serve.add_argument(
+        "--max-sessions",
+        type=_non_negative_int,
+        metavar="N",
+        help="at most N sessions (the most recent) in per-session metrics",
+    )
+    serve.add_argument(
+        "--no-session-metrics",
+        action="store_true",
+        help="leave out the per-session metric families",
+    )
     serve.add_argument("--budget-session", type=_usd, default=1.0, metavar="USD")
     serve.add_argument("--budget-day", type=_usd, default=10.0, metavar="USD")
     serve.add_argument("--budget-month", type=_usd, default=200.0, metavar="USD")

@@ -37,7 +37,7 @@ from opentelemetry.sdk.metrics.export import (
     Histogram as HistogramData,
 )
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _go_float
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -73,8 +73,13 @@ def _escape_help(text: str, openmetrics: bool) -> str:
     return text.replace('"', '\\"') if openmetrics else text
 
 
+def go_float(value: float) -> str:
+    """Format a float the way Prometheus (Go) does, via prometheus_client."""
+    return _go_float(value)  # type: ignore[no-untyped-call,no-any-return]
+
+
 def _value(v: Any) -> str:
-    return str(v) if type(v) is int else floatToGoString(v)
+    return str(v) if type(v) is int else go_float(v)
 
 
 def wants_openmetrics(accept: str | None) -> bool:
@@ -178,7 +183,7 @@ class PrometheusTextReader(MetricReader):
             cumulative = 0
             for bound, count in zip(p.explicit_bounds, p.bucket_counts, strict=False):
                 cumulative += count
-                append(f'{name}_bucket{{{inner}le="{floatToGoString(bound)}"}} {cumulative}\n')
+                append(f'{name}_bucket{{{inner}le="{go_float(bound)}"}} {cumulative}\n')
             append(f'{name}_bucket{{{inner}le="+Inf"}} {p.count}\n')
             append(f"{name}_count{text} {p.count}\n")
             append(f"{name}_sum{text} {_value(p.sum)}\n")

@@ -20,6 +20,7 @@ cut off, kept in ``P.journal.torn-<UTC time>`` and counted in the journal.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -76,7 +77,7 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _read_all(fd: int, offset: int = 0) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = os.pread(fd, _READ_CHUNK, offset)
         if not chunk:
@@ -149,7 +150,9 @@ class Ledger:
         except FileExistsError:
             return
         except OSError as exc:
-            raise LedgerError(f"cannot create ledger directory {directory}: {exc.strerror}") from None
+            raise LedgerError(
+                f"cannot create ledger directory {directory}: {exc.strerror}"
+            ) from None
         directory.chmod(0o700)  # mkdir's mode is filtered by the umask
 
     def _load(self) -> None:
@@ -324,7 +327,9 @@ class Ledger:
             problem = f"a record does not match the journal format: {exc}"
             if opening:
                 raise self._corrupt(self.journal_path, problem) from None
-            raise LedgerCorruptError(f"journal {self.journal_path}: {problem}", path=self.path)
+            raise LedgerCorruptError(
+                f"journal {self.journal_path}: {problem}", path=self.journal_path
+            ) from None
 
     def _damaged_line(self, index: int, opening: bool) -> None:
         problem = f"a record near line {index + 1} after offset {self._roffset} fails its checksum"
@@ -440,10 +445,8 @@ class Ledger:
         """Bytes on disk of the snapshot and the journal."""
         total = 0
         for path in (self.path, self.journal_path):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += os.stat(path).st_size
-            except FileNotFoundError:
-                pass
         return total
 
     def close(self) -> None:
@@ -453,4 +456,3 @@ class Ledger:
             if fd >= 0:
                 os.close(fd)
                 setattr(self, name, -1)
-

@@ -174,49 +174,130 @@ class TrackerMetrics:
         counter = meter.create_observable_counter
         gauge = meter.create_observable_gauge
         # The first callback of a collection refreshes the view the others read.
-        counter("token_tracker_input_tokens", [per_model(IN, first=True)], "{token}",
-                "Input tokens, including cached and cache-creation tokens, per model.")
-        counter("token_tracker_output_tokens", [per_model(OUT)], "{token}",
-                "Output tokens per model.")
-        counter("token_tracker_cached_tokens", [per_model(CACHED)], "{token}",
-                "Input tokens read from the prompt cache, per model.")
-        counter("token_tracker_cache_creation_tokens", [per_model(CREATED)], "{token}",
-                "Input tokens written to the prompt cache, per model.")
-        counter("token_tracker_cost_usd", [per_model(COST, NANO_PER_USD)], "USD",
-                "Cost in US dollars, fixed when each request was recorded, per model.")
-        counter("token_tracker_requests", [per_model(REQUESTS)], "{request}",
-                "Requests recorded per model.")
-        counter("token_tracker_cache_savings_usd", [per_model(SAVINGS, NANO_PER_USD)], "USD",
-                "What cached input saved against the full input price, per model.")
-        counter("token_tracker_unpriced_tokens", [per_model(UNPRICED)], "{token}",
-                "Tokens recorded for models with no price (their cost counts as 0).")
+        counter(
+            "token_tracker_input_tokens",
+            [per_model(IN, first=True)],
+            "{token}",
+            "Input tokens, including cached and cache-creation tokens, per model.",
+        )
+        counter(
+            "token_tracker_output_tokens", [per_model(OUT)], "{token}", "Output tokens per model."
+        )
+        counter(
+            "token_tracker_cached_tokens",
+            [per_model(CACHED)],
+            "{token}",
+            "Input tokens read from the prompt cache, per model.",
+        )
+        counter(
+            "token_tracker_cache_creation_tokens",
+            [per_model(CREATED)],
+            "{token}",
+            "Input tokens written to the prompt cache, per model.",
+        )
+        counter(
+            "token_tracker_cost_usd",
+            [per_model(COST, NANO_PER_USD)],
+            "USD",
+            "Cost in US dollars, fixed when each request was recorded, per model.",
+        )
+        counter(
+            "token_tracker_requests",
+            [per_model(REQUESTS)],
+            "{request}",
+            "Requests recorded per model.",
+        )
+        counter(
+            "token_tracker_cache_savings_usd",
+            [per_model(SAVINGS, NANO_PER_USD)],
+            "USD",
+            "What cached input saved against the full input price, per model.",
+        )
+        counter(
+            "token_tracker_unpriced_tokens",
+            [per_model(UNPRICED)],
+            "{token}",
+            "Tokens recorded for models with no price (their cost counts as 0).",
+        )
         if self.options.session_metrics:
-            counter("token_tracker_session_input_tokens", [per_session(IN)], "{token}",
-                    "Input tokens per session and model.")
-            counter("token_tracker_session_output_tokens", [per_session(OUT)], "{token}",
-                    "Output tokens per session and model.")
-            counter("token_tracker_session_cached_tokens", [per_session(CACHED)], "{token}",
-                    "Cached input tokens per session and model.")
-            counter("token_tracker_session_cost_usd", [per_session(COST, NANO_PER_USD)], "USD",
-                    "Cost in US dollars per session and model.")
-            counter("token_tracker_session_requests", [per_session(REQUESTS)], "{request}",
-                    "Requests per session and model.")
-            gauge("token_tracker_session_last_request_timestamp_seconds",
-                  [self._session_last], "s", "Unix time of the session's latest request.")
-        gauge("token_tracker_sessions", [self._scalar("sessions")], "{session}",
-              "Sessions in the ledger.")
-        gauge("token_tracker_price_usd_per_token", [self._prices], "USD",
-              "Configured price per token, by model and kind.")
-        gauge("token_tracker_budget_usd", [self._budgets], "USD",
-              "Budget thresholds from configuration, for alert rules to compare against.")
-        counter("token_tracker_ledger_records", [self._scalar("records")], "{record}",
-                "Request records in the ledger.")
-        counter("token_tracker_ledger_recovered_tail", [self._scalar("recovered")], "{event}",
-                "Times a torn, never-acknowledged final record was cut off on recovery.")
-        gauge("token_tracker_ledger_last_record_timestamp_seconds", [self._scalar("last_ts")],
-              "s", "Unix time of the newest request in the ledger.")
-        gauge("token_tracker_ledger_size_bytes", [self._scalar("size")], "By",
-              "Bytes on disk of the ledger snapshot and journal.")
+            counter(
+                "token_tracker_session_input_tokens",
+                [per_session(IN)],
+                "{token}",
+                "Input tokens per session and model.",
+            )
+            counter(
+                "token_tracker_session_output_tokens",
+                [per_session(OUT)],
+                "{token}",
+                "Output tokens per session and model.",
+            )
+            counter(
+                "token_tracker_session_cached_tokens",
+                [per_session(CACHED)],
+                "{token}",
+                "Cached input tokens per session and model.",
+            )
+            counter(
+                "token_tracker_session_cost_usd",
+                [per_session(COST, NANO_PER_USD)],
+                "USD",
+                "Cost in US dollars per session and model.",
+            )
+            counter(
+                "token_tracker_session_requests",
+                [per_session(REQUESTS)],
+                "{request}",
+                "Requests per session and model.",
+            )
+            gauge(
+                "token_tracker_session_last_request_timestamp_seconds",
+                [self._session_last],
+                "s",
+                "Unix time of the session's latest request.",
+            )
+        gauge(
+            "token_tracker_sessions",
+            [self._scalar("sessions")],
+            "{session}",
+            "Sessions in the ledger.",
+        )
+        gauge(
+            "token_tracker_price_usd_per_token",
+            [self._prices],
+            "USD",
+            "Configured price per token, by model and kind.",
+        )
+        gauge(
+            "token_tracker_budget_usd",
+            [self._budgets],
+            "USD",
+            "Budget thresholds from configuration, for alert rules to compare against.",
+        )
+        counter(
+            "token_tracker_ledger_records",
+            [self._scalar("records")],
+            "{record}",
+            "Request records in the ledger.",
+        )
+        counter(
+            "token_tracker_ledger_recovered_tail",
+            [self._scalar("recovered")],
+            "{event}",
+            "Times a torn, never-acknowledged final record was cut off on recovery.",
+        )
+        gauge(
+            "token_tracker_ledger_last_record_timestamp_seconds",
+            [self._scalar("last_ts")],
+            "s",
+            "Unix time of the newest request in the ledger.",
+        )
+        gauge(
+            "token_tracker_ledger_size_bytes",
+            [self._scalar("size")],
+            "By",
+            "Bytes on disk of the ledger snapshot and journal.",
+        )
         gauge("token_tracker_build_info", [self._build_info], "1",
               "Always 1; the version label names the exporter's version.")  # fmt: skip
 

@@ -47,7 +47,7 @@ from .errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
 
 #: The earlier tracker's table, in its shape: USD per 1,000 tokens.
 MODEL_PRICING: dict[str, dict[str, float]] = {
@@ -247,7 +247,8 @@ def load_pricing_file(path: str | os.PathLike[str]) -> dict[str, ModelPrice]:
         else:
             data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"pricing file {file}: not valid {file.suffix or 'JSON'}: {exc}") from None
+        kind = "TOML" if file.suffix.lower() == ".toml" else "JSON"
+        raise ConfigError(f"pricing file {file}: not valid {kind}: {exc}") from None
     return parse_pricing(data, f"pricing file {file}")
 
 

@@ -161,7 +161,7 @@ class LedgerState:
                 "request_count": total[REQUESTS],
                 "total_cost_usd": total[COST] / NANO_PER_USD,
                 "total_usage": usage_of(total).to_dict(),
-                "models": {m: dict(zip(_TOTAL_KEYS, t)) for m, t in s.models.items()},
+                "models": {m: dict(zip(_TOTAL_KEYS, t, strict=True)) for m, t in s.models.items()},
             }
         g = self.global_totals()
         return {
@@ -176,7 +176,7 @@ class LedgerState:
             },
             "global_summary": summary_of(g, len(self.sessions)),
             "sessions": sessions,
-            "models": {m: dict(zip(_TOTAL_KEYS, t)) for m, t in self.models.items()},
+            "models": {m: dict(zip(_TOTAL_KEYS, t, strict=True)) for m, t in self.models.items()},
             "model_pricing": prices.seed_shape(),
         }
 

@@ -266,4 +266,3 @@ def _session_report(s: SessionTokenUsage) -> dict[str, Any]:
             for m, mu in s.models.items()
         },
     }
-
