@@ -19,6 +19,7 @@ run: $(STAMP)
 ## test: install what the tests need (system packages when root), lint, then the whole suite
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check exporter tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 system-deps:
