@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_JOURNAL_MAX_BYTES = 4 << 20
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 16 << 20
+#: Snapshot field: bytes of the previous journal generation that the snapshot holds.
+FOLDED_KEY = "journal_folded_bytes"
 
 
 def _stamp() -> str:
@@ -131,6 +133,7 @@ class Ledger:
         self._generation = 0
         self._rfd = self._wfd = self._lockfd = -1
         self._roffset = 0
+        self._folded_bytes: int | None = None
         self._make_dir()
         self._lockfd = _open(self.lock_path, os.O_RDWR | os.O_CREAT, "lock file")
         try:
@@ -164,8 +167,8 @@ class Ledger:
                     os.close(self._rfd)
                     self._rfd = -1
                 state, generation = self._load_snapshot()
+                self.state = state  # _open_journal may fold a stale journal's tail into it
                 self._open_journal(generation)
-                self.state = state
                 self._roffset = 0
                 self._read_available(opening=True)
         finally:
@@ -185,6 +188,7 @@ class Ledger:
         )
 
     def _load_snapshot(self) -> tuple[LedgerState, int]:
+        self._folded_bytes = None
         try:
             fd = _open(self.path, os.O_RDONLY, "ledger")
         except FileNotFoundError:
@@ -196,6 +200,8 @@ class Ledger:
         try:
             doc = json.loads(raw)
             state, generation, schema = LedgerState.from_document(doc, self._prices)
+            folded = doc.get(FOLDED_KEY)
+            self._folded_bytes = folded if type(folded) is int and folded >= 0 else None
         except (ValueError, RecursionError) as exc:
             problem = f"not a valid ledger snapshot: {exc}"
             raise self._corrupt(self.path, problem) from None
@@ -236,8 +242,14 @@ class Ledger:
                 if rec is None or rec[0] != "h" or type(rec[2]) is not int:
                     raise self._corrupt(self.journal_path, "its header line is damaged")
                 generation = rec[2]
-                if generation < expected and has_snapshot:
-                    # Compaction stopped after writing the snapshot: this journal is folded in.
+                if generation == expected - 1 and self._folded_bytes is not None:
+                    # Compaction stopped after writing the snapshot. The snapshot holds this
+                    # journal up to the bytes it folded; processes that kept appending to it
+                    # since then were acknowledged, so fold those records in too.
+                    self._finish_compaction(expected, self._folded_bytes)
+                elif generation < expected and has_snapshot:
+                    # An older journal (or a snapshot that does not say what it folded):
+                    # its records are folded in.
                     self._new_journal(expected)
                 elif generation != expected:
                     raise LedgerCorruptError(
@@ -251,6 +263,36 @@ class Ledger:
         if self._wfd < 0:  # on a reload the appender keeps its fd and follows the path itself
             self._wfd = _open(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
         self._generation = expected
+
+    def _finish_compaction(self, generation: int, folded: int) -> None:
+        """Fold the records a stale journal got after byte ``folded``, then swap it out."""
+        fd = _open(self.journal_path, os.O_RDONLY, "journal")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits out appenders mid-write
+            data = _read_all(fd, folded)
+            end = data.rfind(b"\n") + 1
+            if end:
+                self._roffset = folded
+                self._apply_lines(data[: end - 1].split(b"\n"), opening=True)
+                log.warning(
+                    "journal %s: a compaction stopped before swapping journals; kept the "
+                    "%d bytes of records appended after its snapshot",
+                    self.journal_path,
+                    end,
+                )
+            if end < len(data):  # a torn tail from a killed writer: keep it aside
+                aside = _unique(f"{self.journal_path}.torn-{_stamp()}")
+                Path(aside).write_bytes(data[end:])
+                self.state.recovered_tail += 1
+                log.warning("journal %s: kept a torn tail in %s", self.journal_path, aside)
+            if data:
+                doc = self.state.to_document(generation, time.time(), self._prices)
+                doc[FOLDED_KEY] = folded + len(data)
+                atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
+            self._new_journal(generation)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # -- following the journal ----------------------------------------------------
 
@@ -432,6 +474,7 @@ class Ledger:
                 log.warning("journal %s: kept a torn tail in %s", self.journal_path, aside)
             nxt = self._generation + 1
             doc = self.state.to_document(nxt, time.time(), self._prices)
+            doc[FOLDED_KEY] = size  # lets recovery tell what a stale journal got later
             atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
             self._new_journal(nxt)
             return True

@@ -12,6 +12,7 @@ readers still find ``global_summary`` and ``sessions``::
       "format": "token-tracker-ledger",
       "generated_at": 1771323001.0,
       "journal_generation": 3,          # the journal generation that continues it
+      "journal_folded_bytes": 5120,     # bytes of generation 2's journal it holds (recovery)
       "ledger_stats": {"records": 120, "recovered_tail": 0, "last_record_timestamp": 1771323000.0},
       "global_summary": {... totals of current sessions, earlier shape ...},
       "sessions": {
