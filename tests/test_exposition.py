@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.openmetrics.parser import (
@@ -40,13 +41,12 @@ ODD_IDS = [
 
 
 class Setup:
-    def __init__(self, path: Path, *, scope_labels: bool = False, **options: object) -> None:
+    def __init__(self, path: Path, *, scope_labels: bool = False, **options: Any) -> None:
         self.tracker = TokenTracker(path)
         self.reader = PrometheusTextReader(scope_labels=scope_labels)
         self.provider = build_meter_provider([self.reader])
-        self.metrics = TrackerMetrics(
-            self.tracker, self.provider, MetricsOptions(**options), version="9.9.9"  # type: ignore[arg-type]
-        )
+        options_ = MetricsOptions(**options)
+        self.metrics = TrackerMetrics(self.tracker, self.provider, options_, version="9.9.9")
 
     def text(self) -> str:
         body, content_type = self.reader.render(None)
