@@ -39,7 +39,7 @@ def check_ledger(path: str | os.PathLike[str], prices: PriceTable) -> CheckRepor
     else:
         try:
             state, snapshot_generation, schema = LedgerState.from_document(json.loads(raw), prices)
-        except (ValueError, SnapshotError) as exc:
+        except (ValueError, SnapshotError, RecursionError) as exc:
             report.problems.append(f"{base}: snapshot is damaged: {exc}")
             return report
         report.notes.append(
