@@ -258,9 +258,13 @@ _COMMANDS = {"serve": _serve, "status": _status, "report": _report, "track": _tr
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if args.command != "serve":
+        # A one-shot command reports a failure as the exception's one line below; the
+        # library's error log of the same event would be a second line.
+        handler.addFilter(lambda record: record.levelno < logging.ERROR)
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     try:
         return _COMMANDS[args.command](args)
     except (TokenTrackerError, ValueError, TypeError, OSError) as exc:
