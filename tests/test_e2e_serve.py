@@ -1,0 +1,401 @@
+"""End to end: `token-tracker serve` as a real process, fed by other processes, scraped,
+checked by promtool, restarted, and its status page rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from _tools import require_tool
+from conftest import PYTHON, subprocess_env
+from token_tracker import TokenTracker, format_usage_compact
+from token_tracker.pricing import NANO_PER_USD
+from token_tracker.state import CACHED, COST, IN, OUT, REQUESTS
+
+pytestmark = pytest.mark.slow
+
+SONNET = "claude-sonnet-4.5"
+HAIKU = "claude-haiku-4.5"
+ODD_IDS = ['we"ird', "back\\slash", "new\nline", "emoji \U0001f680 caf\u00e9", "a}b,c=d"]
+Values = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+WRITER = """
+import json, sys
+from token_tracker import TokenTracker
+ledger, model, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with TokenTracker(ledger) as t:
+    for n in range(20):
+        for k, sid in enumerate(ids):
+            t.track_request(sid, model, 1000 + 7 * n + k, 100 + n, (n * 13) % 500)
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Serve:
+    """A `token-tracker serve` child process and the lines it writes to stderr."""
+
+    def __init__(self, ledger: Path, port: int, *extra: str) -> None:
+        self.address = f"127.0.0.1:{port}"
+        self.url = f"http://{self.address}"
+        self.proc = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "token_tracker",
+                "serve",
+                "--ledger",
+                str(ledger),
+                "--web.listen-address",
+                self.address,
+                *extra,
+            ],
+            env=subprocess_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.stderr: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            self.lines.put(line)
+
+    def wait_ready(self, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        logged = None
+        while logged is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.proc.poll() is not None:
+                pytest.fail(f"serve did not log its address; stderr: {''.join(self.stderr)}")
+            try:
+                line = self.lines.get(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if self.url in line:
+                logged = line
+        while True:
+            try:
+                status, _, _ = http(self.url + "/healthz")
+                if status == 200:
+                    return logged
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("/healthz did not answer 200 in time")
+            time.sleep(0.05)
+
+    def terminate(self, timeout: float = 5.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve did not exit within {timeout} s of SIGTERM")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Serve]]:
+    started: list[Serve] = []
+    yield started
+    for s in started:
+        s.kill()
+
+
+def http(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    if method == "POST":
+        request.data = b"x"
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def scrape(url: str) -> str:
+    status, headers, body = http(url + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    return body.decode("utf-8")
+
+
+def parse(text: str) -> Values:
+    out: Values = {}
+    for family in parse_text(text):
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out
+
+
+def counters(values: Values) -> Values:
+    return {k: v for k, v in values.items() if k[0].endswith("_total")}
+
+
+def run_writers(ledger: Path) -> None:
+    plain = ["plain-a", "plain-b"]
+    procs = [
+        subprocess.Popen(
+            [PYTHON, "-c", WRITER, str(ledger), model, json.dumps(ids)],
+            env=subprocess_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for model, ids in ((SONNET, ODD_IDS + plain), (HAIKU, [*ODD_IDS[:2], "plain-a"]))
+    ]
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 0, err.decode()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+
+
+def assert_equals_ledger(values: Values, ledger: Path) -> None:
+    def fam(name: str) -> dict[frozenset[tuple[str, str]], float]:
+        return {lbl: v for (n, lbl), v in values.items() if n == name}
+
+    with TokenTracker(ledger) as fresh:
+        state, _ = fresh._read_state()
+        per_model = {
+            "token_tracker_input_tokens_total": (IN, 1),
+            "token_tracker_output_tokens_total": (OUT, 1),
+            "token_tracker_cached_tokens_total": (CACHED, 1),
+            "token_tracker_cost_usd_total": (COST, NANO_PER_USD),
+            "token_tracker_requests_total": (REQUESTS, 1),
+        }
+        for name, (index, scale) in per_model.items():
+            expected = {
+                frozenset({("model", m)}): t[index] / scale for m, t in state.models.items()
+            }
+            assert fam(name) == expected, name
+        for name, (index, scale) in per_model.items():
+            name = name.replace("token_tracker_", "token_tracker_session_")
+            expected = {
+                frozenset({("session_id", sid), ("model", m)}): t[index] / scale
+                for sid, s in state.sessions.items()
+                for m, t in s.models.items()
+            }
+            assert fam(name) == expected, name
+        assert values[("token_tracker_sessions", frozenset())] == len(state.sessions)
+        assert values[("token_tracker_ledger_records_total", frozenset())] == state.records
+
+
+class _ByClass(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.by_class: dict[str, list[str]] = {}
+        self._open: list[str | None] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("meta", "br", "link"):
+            return
+        cls = dict(attrs).get("class")
+        self._open.append(cls)
+        if cls:
+            self.by_class.setdefault(cls, []).append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in ("meta", "br", "link") and self._open:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for cls in set(filter(None, self._open)):
+            self.by_class[cls][-1] += data
+
+
+def dump_dom(chromium: str, url: str, profile: Path) -> str:
+    cmd = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--dump-dom",
+        url,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("chromium --dump-dom did not finish within 60 s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
+    return out.decode("utf-8")
+
+
+def test_serve_end_to_end(tmp_path: Path, servers: list[Serve]) -> None:
+    promtool = require_tool("promtool")
+    ledger = tmp_path / "ledger" / "token_usage.json"
+    port = free_port()
+    server = Serve(ledger, port)
+    servers.append(server)
+    logged = server.wait_ready()
+    assert f"http://127.0.0.1:{port}" in logged
+
+    # An empty ledger already scrapes.
+    empty = parse(scrape(server.url))
+    assert empty[("token_tracker_sessions", frozenset())] == 0
+
+    run_writers(ledger)
+    text = scrape(server.url)
+    proc = subprocess.run(
+        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    values = parse(text)
+    assert_equals_ledger(values, ledger)
+    sids = {
+        dict(lbl)["session_id"]
+        for (name, lbl) in values
+        if name == "token_tracker_session_requests_total"
+    }
+    assert sids == {*ODD_IDS, "plain-a", "plain-b"}
+    assert values[("token_tracker_requests_total", frozenset({("model", SONNET)}))] == 20 * 7
+    assert values[("token_tracker_requests_total", frozenset({("model", HAIKU)}))] == 20 * 3
+
+    # OpenMetrics on request.
+    status, headers, body = http(
+        server.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert status == 200
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+
+    # Unknown path and other methods.
+    assert http(server.url + "/nope")[0] == 404
+    status, headers, _ = http(server.url + "/metrics", method="POST")
+    assert status == 405
+    assert "GET" in headers["Allow"]
+
+    # The status page, rendered by a real browser.
+    chromium = require_tool("chromium")
+    dom = dump_dom(chromium, server.url + "/", tmp_path / "chromium-profile")
+    page = _ByClass()
+    page.feed(dom)
+    page.close()
+    assert sorted(page.by_class["sid"]) == sorted({*ODD_IDS, "plain-a", "plain-b"})
+    compact = page.by_class["compact"]
+    with TokenTracker(ledger) as fresh:
+        for sid, session in fresh.get_all_sessions().items():
+            line = f"{sid} [{session.model_name}] "
+            line += format_usage_compact(session.total_usage, session.model_name)
+            assert line in compact, line
+    assert len(page.by_class["detailed"]) == len(compact) == 7
+
+    # SIGTERM: a clean, prompt exit.
+    assert server.terminate() == 0
+    assert "Traceback" not in "".join(server.stderr)
+
+    # Restart on the same ledger: the same counters, no reset and no double count.
+    again = Serve(ledger, free_port())
+    servers.append(again)
+    again.wait_ready()
+    assert counters(parse(scrape(again.url))) == counters(values)
+    assert counters(parse(scrape(again.url))) == counters(values)
+    # SIGINT also stops it.
+    again.proc.send_signal(signal.SIGINT)
+    assert again.proc.wait(timeout=5) == 0
+
+
+def test_serve_port_taken_fails_with_one_line(tmp_path: Path, servers: list[Serve]) -> None:
+    ledger = tmp_path / "token_usage.json"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        server = Serve(ledger, port)
+        servers.append(server)
+        try:
+            code = server.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("serve on a taken port kept running")
+    assert code == 1
+    server.reader.join(timeout=5)  # stderr is at EOF once the process is gone
+    lines = [line for line in "".join(server.stderr).splitlines() if line]
+    assert len(lines) == 1, server.stderr
+    assert "Traceback" not in lines[0]
+
+
+def test_embedded_exporter(tmp_path: Path) -> None:
+    ledger = tmp_path / "token_usage.json"
+    port = free_port()
+    first = TokenTracker(ledger)
+    second = TokenTracker(ledger)
+    handles = []
+    try:
+        handle = first.start_exporter(listen_address=f"127.0.0.1:{port}")
+        handles.append(handle)
+        assert handle.serving
+        assert handle.url == f"http://127.0.0.1:{port}"
+        first.track_request("embedded", SONNET, 1234, 56)
+        second.track_request("other", HAIKU, 10, 20)
+        values = parse(scrape(handle.url))
+        assert_equals_ledger(values, ledger)
+        assert http(handle.url + "/healthz")[0] == 200
+        status, _, body = http(handle.url + "/")
+        assert status == 200
+        assert b"embedded" in body
+
+        # The port is taken: the host carries on, and the handle says so.
+        taken = second.start_exporter(listen_address=f"127.0.0.1:{port}")
+        handles.append(taken)
+        assert taken.serving is False
+        assert taken.url is None
+        # The first one still serves.
+        assert http(handle.url + "/healthz")[0] == 200
+    finally:
+        for h in handles:
+            h.stop()
+        first.close()
+        second.close()
+    with pytest.raises(OSError):
+        http(f"http://127.0.0.1:{port}/healthz")
