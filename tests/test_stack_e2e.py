@@ -393,6 +393,24 @@ def test_exporter_target_is_up(stack: Stack) -> None:
     assert stack.by(f'up{{job="{EXPORTER_JOB}"}}', "job") == {EXPORTER_JOB: 1.0}
 
 
+def test_template_variables_list_the_ledger_models_and_sessions(stack: Stack) -> None:
+    """label_values(metric{...}, label) through the label-values API, as Grafana does."""
+    expected = {
+        "model": set(stack.after["models"]),
+        "session": set(stack.after["sessions"]),
+    }
+    for dash in dashboards().values():
+        for var in dash["templating"]["list"]:
+            if var["type"] != "query":
+                continue
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            m = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+            assert m, query
+            selector, label = substitute(m.group(1)), m.group(2)
+            values = stack.api(f"label/{label}/values", **{"match[]": selector})
+            assert set(values) == expected[var["name"]], (dash["uid"], var["name"])
+
+
 # -- the numbers the ledger holds ---------------------------------------------------------------
 
 
