@@ -29,7 +29,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 DEFAULT_JOURNAL_MAX_BYTES = 4 << 20
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 16 << 20
+_FOLLOW_CHUNK = 8 << 20
 #: Snapshot field: bytes of the previous journal generation that the snapshot holds.
 FOLDED_KEY = "journal_folded_bytes"
 
@@ -134,6 +135,7 @@ class Ledger:
         self._rfd = self._wfd = self._lockfd = -1
         self._roffset = 0
         self._folded_bytes: int | None = None
+        self._lock_depth = 0  # nesting of _exclusive() (under self.lock)
         self._make_dir()
         self._lockfd = _open(self.lock_path, os.O_RDWR | os.O_CREAT, "lock file")
         try:
@@ -158,21 +160,40 @@ class Ledger:
             ) from None
         directory.chmod(0o700)  # mkdir's mode is filtered by the umask
 
+    @contextlib.contextmanager
+    def _exclusive(self, wait: bool = True) -> Iterator[bool]:
+        """Hold ``self.lock`` and the lock file's exclusive flock; yields False if busy.
+
+        The flock belongs to the open file, which all threads share, so it is taken
+        under ``self.lock`` and counted: a nested holder (compaction catching up
+        through ``_load``) must not release it for its caller.
+        """
+        with self.lock:
+            if self._lock_depth == 0:
+                try:
+                    fcntl.flock(self._lockfd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError:
+                    yield False
+                    return
+            self._lock_depth += 1
+            try:
+                yield True
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+
     def _load(self) -> None:
         """Load snapshot and journal under the exclusive lock, recovering a torn tail."""
-        fcntl.flock(self._lockfd, fcntl.LOCK_EX)
-        try:
-            with self.lock:
-                if self._rfd >= 0:
-                    os.close(self._rfd)
-                    self._rfd = -1
-                state, generation = self._load_snapshot()
-                self.state = state  # _open_journal may fold a stale journal's tail into it
-                self._open_journal(generation)
-                self._roffset = 0
-                self._read_available(opening=True)
-        finally:
-            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+        with self._exclusive():
+            if self._rfd >= 0:
+                os.close(self._rfd)
+                self._rfd = -1
+            state, generation = self._load_snapshot()
+            self.state = state  # _open_journal may fold a stale journal's tail into it
+            self._open_journal(generation)
+            self._roffset = 0
+            self._read_available(opening=True)
 
     def _corrupt(self, path: str, problem: str) -> LedgerCorruptError:
         """Move a damaged file aside, byte for byte, and build the error to raise."""
@@ -324,11 +345,15 @@ class Ledger:
         return True
 
     def _read_available(self, opening: bool = False) -> None:
-        data = _read_all(self._rfd, self._roffset)
-        end = data.rfind(b"\n") + 1
-        if end:
-            self._apply_lines(data[: end - 1].split(b"\n"), opening)
-            self._roffset += end
+        # Chunked, so memory stays bounded however far behind this reader is.
+        while True:
+            data = os.pread(self._rfd, _FOLLOW_CHUNK, self._roffset)
+            end = data.rfind(b"\n") + 1
+            if end:
+                self._apply_lines(data[: end - 1].split(b"\n"), opening)
+                self._roffset += end
+            if len(data) < _FOLLOW_CHUNK or not end:
+                break
         if opening and end < len(data):
             self._recover_torn_tail()
 
@@ -446,17 +471,13 @@ class Ledger:
 
     def compact(self, *, wait: bool = True) -> bool:
         """Fold the journal into a new snapshot; False if another process is doing it."""
-        try:
-            fcntl.flock(self._lockfd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        try:
-            with self.lock:
-                return self._compact_locked(force=wait)
-        finally:
-            fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+        with self._exclusive(wait) as acquired:
+            return acquired and self._compact_locked(force=wait)
 
     def _compact_locked(self, force: bool) -> bool:
+        # Catch up first: a reader generations behind reloads, which may recover a torn
+        # tail under the journal's flock, so that must not happen while we hold it.
+        self.catch_up()
         fd = _open(self.journal_path, os.O_RDONLY, "journal")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits out appenders mid-write
