@@ -495,3 +495,16 @@ def test_genai_histogram(ledger_path: Path, trackers: list[TokenTracker]) -> Non
     for series in by_series.values():
         counts = [series["buckets"][b] for b in sorted(series["buckets"])]
         assert counts == sorted(counts)
+
+
+def test_stopped_exporters_detach_from_the_tracker(ledger_path: Path) -> None:
+    """A host that starts and stops exporters must not pile up ledger listeners."""
+    with TokenTracker(ledger_path) as tracker:
+        before = list(tracker._ledger.listeners)
+        for _ in range(3):
+            handle = tracker.start_exporter(listen_address="127.0.0.1:0")
+            assert handle.serving
+            handle.stop()
+        exporter = Exporter(tracker, otlp=False)
+        exporter.shutdown()
+        assert tracker._ledger.listeners == before
