@@ -7,6 +7,7 @@ uses the same pieces in the foreground.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -158,6 +159,9 @@ class Exporter:
 
     def shutdown(self) -> None:
         """Flush and stop the readers (pushes a last OTLP export)."""
+        # Stop recording the histogram for this (now shut down) provider.
+        with contextlib.suppress(ValueError):
+            self.tracker._ledger.listeners.remove(self.metrics._on_request)
         self.meter_provider.shutdown()
 
 
