@@ -364,3 +364,54 @@ def test_writer_appending_after_a_compaction_died(
         b.close()
     with TokenTracker(ledger_path) as t:
         assert t.get_global_usage() == TokenUsage(19, 19)
+
+
+def test_lagging_compactor_keeps_the_lock(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer generations behind reloads while compacting; it must not drop the flock."""
+    import fcntl
+    import os
+
+    lagging = TokenTracker(ledger_path, journal_max_bytes=4096)
+    busy = TokenTracker(ledger_path, journal_max_bytes=4096)
+    lost: list[str] = []
+    try:
+        for _ in range(300):  # several generations the lagging writer never reads
+            busy.track_request("busy", SONNET, 1, 1)
+        ledger = lagging._ledger
+        real_catch_up = ledger.catch_up
+        real_compact_locked = ledger._compact_locked
+        compacting: list[bool] = []
+
+        def compact_locked(force: bool) -> bool:
+            compacting.append(True)
+            try:
+                return real_compact_locked(force)
+            finally:
+                compacting.pop()
+
+        def checked_catch_up() -> None:
+            real_catch_up()
+            if compacting:  # inside compaction: the flock must still be held
+                probe = os.open(ledger.lock_path, os.O_RDWR)
+                try:
+                    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    lost.append("another open file could take the compaction lock")
+                    fcntl.flock(probe, fcntl.LOCK_UN)
+                except BlockingIOError:
+                    pass
+                finally:
+                    os.close(probe)
+
+        monkeypatch.setattr(ledger, "catch_up", checked_catch_up)
+        monkeypatch.setattr(ledger, "_compact_locked", compact_locked)
+        assert lagging.compact() is None
+        assert lost == []
+        for _ in range(100):
+            lagging.track_request("lagging", SONNET, 1, 1)
+        assert lost == []
+        assert busy.get_global_usage() == TokenUsage(400, 400)
+    finally:
+        lagging.close()
+        busy.close()
