@@ -216,6 +216,8 @@ class Ledger:
             return LedgerState(), 0
         try:
             raw = _read_all(fd)
+        except OSError as exc:
+            raise LedgerError(f"ledger {self.path}: {exc.strerror}") from None
         finally:
             os.close(fd)
         try:
