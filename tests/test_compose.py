@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from typing import Any
 
@@ -29,27 +28,6 @@ def test_docker_compose_config_validates(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # ~/.multi-term expands somewhere harmless
     result = subprocess.run(
         [tool, "-f", "docker-compose.yml", "config", "-q"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_docker_compose_v2_config_validates_when_available(tmp_path, monkeypatch) -> None:
-    docker = shutil.which("docker")
-    if not docker:
-        pytest.skip("docker CLI not installed (docker-compose v1 validates the file above)")
-    probe = subprocess.run(
-        [docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False
-    )
-    if probe.returncode != 0:
-        pytest.skip("the docker compose plugin is not installed")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    result = subprocess.run(
-        [docker, "compose", "-f", "docker-compose.yml", "config", "-q"],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -74,15 +74,15 @@ def test_promtool_rule_unit_tests_pass() -> None:
 def test_the_required_alerts_exist_with_annotations_and_runbook() -> None:
     rules = alert_rules()
     assert set(rules) == ALERTS
-    runbook = (PROMETHEUS_DIR / "RUNBOOK.md").read_text(encoding="utf-8")
-    headings = set(re.findall(r"^## (\w+)\s*$", runbook, flags=re.M))
+    runbook = (PROMETHEUS_DIR.parent / "README.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^### (\w+)\s*$", runbook, flags=re.M))
     for name, rule in rules.items():
         annotations = rule.get("annotations", {})
         assert annotations.get("summary", "").strip(), name
         assert annotations.get("description", "").strip(), name
         assert annotations.get("runbook_url", "").endswith("#" + name.lower()), name
         assert rule.get("labels", {}).get("severity") in {"info", "warning", "critical"}, name
-        assert name in headings, f"{name} has no section in prometheus/RUNBOOK.md"
+        assert name in headings, f"{name} has no section in the README's alert runbook"
 
 
 @pytest.mark.parametrize("alert", sorted(BUDGET_SCOPE))
