@@ -252,6 +252,11 @@ class Ledger:
         try:
             fd = _open(self.journal_path, os.O_RDONLY, "journal")
         except FileNotFoundError:
+            if not has_snapshot and not os.path.lexists(self.path):
+                # A new ledger: write the (empty) snapshot too, so the ledger file that
+                # users and the earlier tooling look for exists from the start.
+                doc = self.state.to_document(expected, time.time(), self._prices)
+                atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
             self._new_journal(expected)
         else:
             try:
