@@ -148,17 +148,20 @@ class Ledger:
 
     def _make_dir(self) -> None:
         directory = Path(self.path).parent
-        if directory.is_dir():
-            return
-        try:
-            directory.mkdir(mode=0o700, parents=True)
-        except FileExistsError:
-            return
-        except OSError as exc:
-            raise LedgerError(
-                f"cannot create ledger directory {directory}: {exc.strerror}"
-            ) from None
-        directory.chmod(0o700)  # mkdir's mode is filtered by the umask
+        missing = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for created in reversed(missing):  # every directory we create is private
+            try:
+                created.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise LedgerError(
+                    f"cannot create ledger directory {created}: {exc.strerror}"
+                ) from None
+            created.chmod(0o700)  # mkdir's mode is filtered by the umask
 
     @contextlib.contextmanager
     def _exclusive(self, wait: bool = True) -> Iterator[bool]:
