@@ -21,7 +21,6 @@ cut off, kept in ``P.journal.torn-<UTC time>`` and counted in the journal.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import logging
@@ -35,76 +34,16 @@ from typing import Any
 
 from . import journal
 from .errors import LedgerCorruptError, LedgerError
+from .files import atomic_write, open_private, read_all, stamp, unique_name
 from .pricing import PriceTable
 from .state import LedgerState, SnapshotError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOURNAL_MAX_BYTES = 4 << 20
-_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_READ_CHUNK = 16 << 20
 _FOLLOW_CHUNK = 8 << 20
 #: Snapshot field: bytes of the previous journal generation that the snapshot holds.
 FOLDED_KEY = "journal_folded_bytes"
-
-
-def _stamp() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
-def _unique(name: str) -> str:
-    candidate, n = name, 1
-    while os.path.lexists(candidate):
-        n += 1
-        candidate = f"{name}.{n}"
-    return candidate
-
-
-def _open(path: str, flags: int, what: str) -> int:
-    try:
-        return os.open(path, flags | _NOFOLLOW, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise LedgerError(f"{what} {path} is a symlink; refusing to follow it") from None
-        if exc.errno == errno.ENOENT:
-            raise
-        raise LedgerError(f"{what} {path}: {exc.strerror}") from None
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_all(fd: int, offset: int = 0) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        chunk = os.pread(fd, _READ_CHUNK, offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
-
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a private temp file, fsync, rename, fsync dir."""
-    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "temporary file")
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
 
 
 class Ledger:
@@ -137,7 +76,7 @@ class Ledger:
         self._folded_bytes: int | None = None
         self._lock_depth = 0  # nesting of _exclusive() (under self.lock)
         self._make_dir()
-        self._lockfd = _open(self.lock_path, os.O_RDWR | os.O_CREAT, "lock file")
+        self._lockfd = open_private(self.lock_path, os.O_RDWR | os.O_CREAT, "lock file")
         try:
             self._load()
         except BaseException:
@@ -200,7 +139,7 @@ class Ledger:
 
     def _corrupt(self, path: str, problem: str) -> LedgerCorruptError:
         """Move a damaged file aside, byte for byte, and build the error to raise."""
-        aside = _unique(f"{path}.corrupt-{_stamp()}")
+        aside = unique_name(f"{path}.corrupt-{stamp()}")
         os.rename(path, aside)
         log.error("ledger file %s is damaged (%s); moved it to %s", path, problem, aside)
         return LedgerCorruptError(
@@ -214,11 +153,11 @@ class Ledger:
     def _load_snapshot(self) -> tuple[LedgerState, int]:
         self._folded_bytes = None
         try:
-            fd = _open(self.path, os.O_RDONLY, "ledger")
+            fd = open_private(self.path, os.O_RDONLY, "ledger")
         except FileNotFoundError:
             return LedgerState(), 0
         try:
-            raw = _read_all(fd)
+            raw = read_all(fd)
         except OSError as exc:
             raise LedgerError(f"ledger {self.path}: {exc.strerror}") from None
         finally:
@@ -237,7 +176,7 @@ class Ledger:
 
     def _migrate_v1(self, state: LedgerState) -> None:
         """Keep the earlier tracker's file as a backup, then write the current schema."""
-        backup = _unique(self.path + ".v1-backup")
+        backup = unique_name(self.path + ".v1-backup")
         try:
             os.link(self.path, backup)
         except OSError:  # no hard links here: copy, byte for byte
@@ -253,7 +192,7 @@ class Ledger:
         has_snapshot = snapshot_generation > 0
         expected = snapshot_generation or 1
         try:
-            fd = _open(self.journal_path, os.O_RDONLY, "journal")
+            fd = open_private(self.journal_path, os.O_RDONLY, "journal")
         except FileNotFoundError:
             if not has_snapshot and not os.path.lexists(self.path):
                 # A new ledger: write the (empty) snapshot too, so the ledger file that
@@ -290,17 +229,17 @@ class Ledger:
                         + "; restore the matching snapshot or move the journal aside",
                         path=self.journal_path,
                     )
-        self._rfd = _open(self.journal_path, os.O_RDONLY, "journal")
+        self._rfd = open_private(self.journal_path, os.O_RDONLY, "journal")
         if self._wfd < 0:  # on a reload the appender keeps its fd and follows the path itself
-            self._wfd = _open(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
+            self._wfd = open_private(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
         self._generation = expected
 
     def _finish_compaction(self, generation: int, folded: int) -> None:
         """Fold the records a stale journal got after byte ``folded``, then swap it out."""
-        fd = _open(self.journal_path, os.O_RDONLY, "journal")
+        fd = open_private(self.journal_path, os.O_RDONLY, "journal")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits out appenders mid-write
-            data = _read_all(fd, folded)
+            data = read_all(fd, folded)
             end = data.rfind(b"\n") + 1
             if end:
                 self._roffset = folded
@@ -312,7 +251,7 @@ class Ledger:
                     end,
                 )
             if end < len(data):  # a torn tail from a killed writer: keep it aside
-                aside = _unique(f"{self.journal_path}.torn-{_stamp()}")
+                aside = unique_name(f"{self.journal_path}.torn-{stamp()}")
                 Path(aside).write_bytes(data[end:])
                 self.state.recovered_tail += 1
                 log.warning("journal %s: kept a torn tail in %s", self.journal_path, aside)
@@ -342,7 +281,7 @@ class Ledger:
                     return
 
     def _next_generation(self) -> bool:
-        fd = _open(self.journal_path, os.O_RDONLY, "journal")
+        fd = open_private(self.journal_path, os.O_RDONLY, "journal")
         first = os.pread(fd, 4096, 0)
         rec = journal.decode(first.split(b"\n", 1)[0]) if b"\n" in first else None
         if rec is None or rec[0] != "h" or rec[2] != self._generation + 1:
@@ -420,17 +359,17 @@ class Ledger:
     def _recover_torn_tail(self) -> None:
         """Cut a final line with no newline, kept aside; only while no writer is mid-write."""
         # A fresh fd: under the ledger lock the path is the file the reader has open.
-        wfd = _open(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
+        wfd = open_private(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
         fcntl.flock(wfd, fcntl.LOCK_EX)
         try:
-            tail = _read_all(self._rfd, self._roffset)
+            tail = read_all(self._rfd, self._roffset)
             if not tail:
                 return
             if b"\n" in tail:  # a live writer finished meanwhile: read on normally
                 self._read_available(opening=True)
                 return
-            aside = _unique(f"{self.journal_path}.torn-{_stamp()}")
-            fd = _open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "torn-tail file")
+            aside = unique_name(f"{self.journal_path}.torn-{stamp()}")
+            fd = open_private(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "torn-tail file")
             try:
                 os.write(fd, tail)
                 os.fsync(fd)
@@ -469,7 +408,7 @@ class Ledger:
                     fcntl.flock(self._wfd, fcntl.LOCK_UN)
                 # Compaction replaced the journal after we opened it: follow the path.
                 os.close(self._wfd)
-                self._wfd = _open(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
+                self._wfd = open_private(self.journal_path, os.O_WRONLY | os.O_APPEND, "journal")
         if written != len(line):
             raise LedgerError(
                 f"journal {self.journal_path}: short write ({written} of {len(line)} bytes)"
@@ -488,7 +427,7 @@ class Ledger:
         # Catch up first: a reader generations behind reloads, which may recover a torn
         # tail under the journal's flock, so that must not happen while we hold it.
         self.catch_up()
-        fd = _open(self.journal_path, os.O_RDONLY, "journal")
+        fd = open_private(self.journal_path, os.O_RDONLY, "journal")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits out appenders mid-write
             self.catch_up()
@@ -498,8 +437,8 @@ class Ledger:
             if os.fstat(self._rfd).st_ino != os.fstat(fd).st_ino:
                 raise LedgerError(f"journal {self.journal_path} changed during compaction")
             if self._roffset < size:  # a torn tail from a killed writer: keep it aside
-                tail = _read_all(fd, self._roffset)
-                aside = _unique(f"{self.journal_path}.torn-{_stamp()}")
+                tail = read_all(fd, self._roffset)
+                aside = unique_name(f"{self.journal_path}.torn-{stamp()}")
                 Path(aside).write_bytes(tail)
                 self.state.recovered_tail += 1
                 log.warning("journal %s: kept a torn tail in %s", self.journal_path, aside)

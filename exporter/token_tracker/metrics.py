@@ -106,11 +106,10 @@ class MetricsOptions:
 class _View:
     """One consistent read of the ledger, shared by every callback of a collection."""
 
-    __slots__ = ("created", "last_ts", "model_rows", "records", "recovered",
+    __slots__ = ("last_ts", "model_rows", "records", "recovered",
                  "session_last", "session_rows", "sessions", "size")  # fmt: skip
 
     def __init__(self) -> None:
-        self.created = 0.0
         self.model_rows: list[tuple[dict[str, str], list[int]]] = []
         self.session_rows: list[tuple[dict[str, str], list[int]]] = []
         self.session_last: list[tuple[dict[str, str], float]] = []
@@ -345,7 +344,6 @@ class TrackerMetrics:
             if options.session_metrics:
                 self._session_rows(view, state.sessions, now)
         view.size = self.tracker._ledger.size_bytes()
-        view.created = now
         self._view = view
         return view
 

@@ -85,8 +85,6 @@ class LedgerState:
         self.records = 0
         self.recovered_tail = 0
         self.last_record_ts = 0.0
-        #: Bumped on every change, so metric readers can cache cheaply.
-        self.version = 0
 
     # -- applying journal records -------------------------------------------------
 
@@ -101,7 +99,6 @@ class LedgerState:
             self.recovered_tail += 1
         elif kind != "h":
             raise SnapshotError(f"unknown record kind {kind!r}")
-        self.version += 1
 
     def apply_request(self, rec: list[Any]) -> None:
         _, ts, sid, model, i, o, c, w, cost, sav, unpriced, _crc = rec

@@ -1,0 +1,77 @@
+"""Private, symlink-refusing file primitives for the ledger."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+
+from .errors import LedgerError
+
+_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ_CHUNK = 16 << 20
+
+
+def stamp() -> str:
+    """The UTC time for names of files set aside."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def unique_name(name: str) -> str:
+    """``name``, or ``name.N`` when it exists: never overwrite."""
+    candidate, n = name, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{name}.{n}"
+    return candidate
+
+
+def open_private(path: str, flags: int, what: str) -> int:
+    """``os.open`` creating 0600 and refusing symlinks; errors name ``what`` and the path."""
+    try:
+        return os.open(path, flags | _NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LedgerError(f"{what} {path} is a symlink; refusing to follow it") from None
+        if exc.errno == errno.ENOENT:
+            raise
+        raise LedgerError(f"{what} {path}: {exc.strerror}") from None
+
+
+def fsync_dir(directory: str) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_all(fd: int, offset: int = 0) -> bytes:
+    """Everything from ``offset`` to the end of the file."""
+    chunks: list[bytes] = []
+    while True:
+        chunk = os.pread(fd, _READ_CHUNK, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a private temp file, fsync, rename, fsync dir."""
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "temporary file")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")
