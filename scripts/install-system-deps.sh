@@ -16,7 +16,7 @@ if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    apt-get install -y -qq $missing >/dev/null
 elif [ "${CI:-}" = "true" ]; then
     echo "missing system packages:$missing (run as root to install them)" >&2
     exit 1
