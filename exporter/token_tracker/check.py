@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 from . import journal
 from .pricing import PriceTable
-from .state import LedgerState, SnapshotError
+from .snapshot import parse_snapshot
 
 
 @dataclass
@@ -38,42 +37,40 @@ def check_ledger(path: str | os.PathLike[str], prices: PriceTable) -> CheckRepor
         report.notes.append(f"{base}: no snapshot (a new ledger, or one never compacted)")
     else:
         try:
-            state, snapshot_generation, schema = LedgerState.from_document(json.loads(raw), prices)
-        except (ValueError, SnapshotError, RecursionError) as exc:
+            snapshot = parse_snapshot(raw, prices)
+        except ValueError as exc:
             report.problems.append(f"{base}: snapshot is damaged: {exc}")
             return report
+        snapshot_generation = snapshot.generation
         report.notes.append(
-            f"{base}: snapshot schema {schema}, {len(state.sessions)} sessions, "
-            f"{state.records} records"
+            f"{base}: snapshot schema {snapshot.schema}, {len(snapshot.state.sessions)} "
+            f"sessions, {snapshot.state.records} records"
         )
     journal_path = base + ".journal"
     data = _read(journal_path)
     if data is None:
         report.notes.append(f"{journal_path}: no journal")
         return report
+    generation = journal.header_generation(data)
+    if generation is None:
+        report.problems.append(f"{journal_path}:1: missing or damaged journal header")
+    elif snapshot_generation and generation not in (snapshot_generation, snapshot_generation - 1):
+        report.problems.append(
+            f"{journal_path}: generation {generation} does not continue the snapshot "
+            f"(generation {snapshot_generation})"
+        )
     lines = data.split(b"\n")
     tail = lines.pop()  # bytes after the last newline
     records = 0
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(lines[1:], 2):
         rec = journal.decode(line)
         if rec is None:
-            if journal.salvage(line) is not None:
-                report.notes.append(f"{journal_path}:{number}: torn fragment before a valid record")
-                rec = journal.salvage(line)[1]  # type: ignore[index]
-            else:
+            found = journal.salvage(line)
+            if found is None:
                 report.problems.append(f"{journal_path}:{number}: record fails its checksum")
                 continue
-        if number == 1:
-            if rec[0] != "h":
-                report.problems.append(f"{journal_path}:1: missing journal header")
-            elif snapshot_generation and rec[2] not in (
-                snapshot_generation,
-                snapshot_generation - 1,
-            ):
-                report.problems.append(
-                    f"{journal_path}: generation {rec[2]} does not continue the snapshot "
-                    f"(generation {snapshot_generation})"
-                )
+            report.notes.append(f"{journal_path}:{number}: torn fragment before a valid record")
+            rec = found[1]
         records += rec[0] == "r"
     if tail:
         report.notes.append(

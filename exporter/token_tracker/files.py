@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import threading
 import time
 
-from .errors import LedgerError
+from .errors import LedgerCorruptError, LedgerError
+
+log = logging.getLogger("token_tracker.ledger")
 
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 16 << 20
@@ -59,14 +62,19 @@ def read_all(fd: int, offset: int = 0) -> bytes:
         offset += len(chunk)
 
 
+def write_fully(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data``: a private temp file, fsync, rename, fsync dir."""
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "temporary file")
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_fully(fd, data)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -75,3 +83,35 @@ def atomic_write(path: str, data: bytes) -> None:
     os.close(fd)
     os.rename(tmp, path)
     fsync_dir(os.path.dirname(path) or ".")
+
+
+def set_aside_corrupt(path: str, problem: str) -> LedgerCorruptError:
+    """Rename a damaged file, byte for byte, to ``.corrupt-<time>``; the error to raise."""
+    aside = unique_name(f"{path}.corrupt-{stamp()}")
+    os.rename(path, aside)
+    log.error("ledger file %s is damaged (%s); moved it to %s", path, problem, aside)
+    return LedgerCorruptError(
+        f"ledger file {path} is damaged ({problem}). It was moved, unchanged, to "
+        f"{aside}. Nothing was overwritten; restore or repair that file, or start "
+        "again and the tracker will continue without its records.",
+        path=path,
+        preserved_as=aside,
+    )
+
+
+def keep_torn(journal_path: str, tail: bytes) -> str:
+    """Keep a torn, never-acknowledged journal tail in a private ``.torn-<time>`` file."""
+    aside = unique_name(f"{journal_path}.torn-{stamp()}")
+    fd = open_private(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "torn-tail file")
+    try:
+        write_fully(fd, tail)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.warning(
+        "journal %s ended in a torn %d-byte record that was never acknowledged; kept it in %s",
+        journal_path,
+        len(tail),
+        aside,
+    )
+    return aside

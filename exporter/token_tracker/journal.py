@@ -95,6 +95,15 @@ def decode(line: bytes) -> list[Any] | None:
     return record if isinstance(record, list) and record and isinstance(record[0], str) else None
 
 
+def header_generation(data: bytes) -> int | None:
+    """The generation in a journal's first line (``data`` starts the file), or None."""
+    newline = data.find(b"\n")
+    rec = decode(data[:newline]) if newline > 0 else None
+    if rec is None or rec[0] != "h" or len(rec) < 4 or type(rec[2]) is not int:
+        return None
+    return rec[2]
+
+
 def decode_many(lines: list[bytes]) -> list[list[Any]]:
     """Decode lines already known to pass ``crc_ok``, in one parser call."""
     return json.loads(b"[" + b",".join(lines) + b"]")  # type: ignore[no-any-return]

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,16 +32,15 @@ from typing import Any
 
 from . import journal
 from .errors import LedgerCorruptError, LedgerError
-from .files import atomic_write, open_private, read_all, stamp, unique_name
+from .files import atomic_write, keep_torn, open_private, read_all, set_aside_corrupt
 from .pricing import PriceTable
-from .state import LedgerState, SnapshotError
+from .snapshot import read_snapshot, write_snapshot
+from .state import LedgerState, Snapshot, SnapshotError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_JOURNAL_MAX_BYTES = 4 << 20
 _FOLLOW_CHUNK = 8 << 20
-#: Snapshot field: bytes of the previous journal generation that the snapshot holds.
-FOLDED_KEY = "journal_folded_bytes"
 
 
 class Ledger:
@@ -73,7 +70,6 @@ class Ledger:
         self._generation = 0
         self._rfd = self._wfd = self._lockfd = -1
         self._roffset = 0
-        self._folded_bytes: int | None = None
         self._lock_depth = 0  # nesting of _exclusive() (under self.lock)
         self._make_dir()
         self._lockfd = open_private(self.lock_path, os.O_RDWR | os.O_CREAT, "lock file")
@@ -131,74 +127,27 @@ class Ledger:
             if self._rfd >= 0:
                 os.close(self._rfd)
                 self._rfd = -1
-            state, generation = self._load_snapshot()
-            self.state = state  # _open_journal may fold a stale journal's tail into it
-            self._open_journal(generation)
+            snapshot = read_snapshot(self.path, self._prices)
+            # _open_journal may fold a stale journal's tail into this state.
+            self.state = snapshot.state if snapshot else LedgerState()
+            self._open_journal(snapshot)
             self._roffset = 0
             self._read_available(opening=True)
-
-    def _corrupt(self, path: str, problem: str) -> LedgerCorruptError:
-        """Move a damaged file aside, byte for byte, and build the error to raise."""
-        aside = unique_name(f"{path}.corrupt-{stamp()}")
-        os.rename(path, aside)
-        log.error("ledger file %s is damaged (%s); moved it to %s", path, problem, aside)
-        return LedgerCorruptError(
-            f"ledger file {path} is damaged ({problem}). It was moved, unchanged, to "
-            f"{aside}. Nothing was overwritten; restore or repair that file, or start "
-            "again and the tracker will continue without its records.",
-            path=path,
-            preserved_as=aside,
-        )
-
-    def _load_snapshot(self) -> tuple[LedgerState, int]:
-        self._folded_bytes = None
-        try:
-            fd = open_private(self.path, os.O_RDONLY, "ledger")
-        except FileNotFoundError:
-            return LedgerState(), 0
-        try:
-            raw = read_all(fd)
-        except OSError as exc:
-            raise LedgerError(f"ledger {self.path}: {exc.strerror}") from None
-        finally:
-            os.close(fd)
-        try:
-            doc = json.loads(raw)
-            state, generation, schema = LedgerState.from_document(doc, self._prices)
-            folded = doc.get(FOLDED_KEY)
-            self._folded_bytes = folded if type(folded) is int and folded >= 0 else None
-        except (ValueError, RecursionError) as exc:
-            problem = f"not a valid ledger snapshot: {exc}"
-            raise self._corrupt(self.path, problem) from None
-        if schema == 1:
-            self._migrate_v1(state)
-        return state, generation
-
-    def _migrate_v1(self, state: LedgerState) -> None:
-        """Keep the earlier tracker's file as a backup, then write the current schema."""
-        backup = unique_name(self.path + ".v1-backup")
-        try:
-            os.link(self.path, backup)
-        except OSError:  # no hard links here: copy, byte for byte
-            shutil.copyfile(self.path, backup, follow_symlinks=False)
-        doc = state.to_document(1, time.time(), self._prices)
-        atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
-        log.info("migrated earlier-format ledger %s; the original is kept as %s", self.path, backup)
 
     def _new_journal(self, generation: int) -> None:
         atomic_write(self.journal_path, journal.header(generation, time.time()))
 
-    def _open_journal(self, snapshot_generation: int) -> None:
-        has_snapshot = snapshot_generation > 0
-        expected = snapshot_generation or 1
+    def _open_journal(self, snapshot: Snapshot | None) -> None:
+        has_snapshot = snapshot is not None
+        expected = snapshot.generation if snapshot else 1
+        folded = snapshot.folded_bytes if snapshot else None
         try:
             fd = open_private(self.journal_path, os.O_RDONLY, "journal")
         except FileNotFoundError:
             if not has_snapshot and not os.path.lexists(self.path):
                 # A new ledger: write the (empty) snapshot too, so the ledger file that
                 # users and the earlier tooling look for exists from the start.
-                doc = self.state.to_document(expected, time.time(), self._prices)
-                atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
+                write_snapshot(self.path, self.state, expected, self._prices)
             self._new_journal(expected)
         else:
             try:
@@ -208,15 +157,14 @@ class Ledger:
             if not first:
                 self._new_journal(expected)  # an empty journal holds nothing to lose
             else:
-                rec = journal.decode(first.split(b"\n", 1)[0]) if b"\n" in first else None
-                if rec is None or rec[0] != "h" or type(rec[2]) is not int:
-                    raise self._corrupt(self.journal_path, "its header line is damaged")
-                generation = rec[2]
-                if generation == expected - 1 and self._folded_bytes is not None:
+                generation = journal.header_generation(first)
+                if generation is None:
+                    raise set_aside_corrupt(self.journal_path, "its header line is damaged")
+                if generation == expected - 1 and folded is not None:
                     # Compaction stopped after writing the snapshot. The snapshot holds this
                     # journal up to the bytes it folded; processes that kept appending to it
                     # since then were acknowledged, so fold those records in too.
-                    self._finish_compaction(expected, self._folded_bytes)
+                    self._finish_compaction(expected, folded)
                 elif generation < expected and has_snapshot:
                     # An older journal (or a snapshot that does not say what it folded):
                     # its records are folded in.
@@ -251,14 +199,10 @@ class Ledger:
                     end,
                 )
             if end < len(data):  # a torn tail from a killed writer: keep it aside
-                aside = unique_name(f"{self.journal_path}.torn-{stamp()}")
-                Path(aside).write_bytes(data[end:])
+                keep_torn(self.journal_path, data[end:])
                 self.state.recovered_tail += 1
-                log.warning("journal %s: kept a torn tail in %s", self.journal_path, aside)
             if data:
-                doc = self.state.to_document(generation, time.time(), self._prices)
-                doc[FOLDED_KEY] = folded + len(data)
-                atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
+                write_snapshot(self.path, self.state, generation, self._prices, folded + len(data))
             self._new_journal(generation)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -282,9 +226,7 @@ class Ledger:
 
     def _next_generation(self) -> bool:
         fd = open_private(self.journal_path, os.O_RDONLY, "journal")
-        first = os.pread(fd, 4096, 0)
-        rec = journal.decode(first.split(b"\n", 1)[0]) if b"\n" in first else None
-        if rec is None or rec[0] != "h" or rec[2] != self._generation + 1:
+        if journal.header_generation(os.pread(fd, 4096, 0)) != self._generation + 1:
             os.close(fd)
             return False
         os.close(self._rfd)
@@ -308,8 +250,7 @@ class Ledger:
 
     def _apply_lines(self, lines: list[bytes], opening: bool) -> None:
         crc_ok = journal.crc_ok
-        good = [line for line in lines if crc_ok(line)]
-        if len(good) == len(lines):
+        if all(map(crc_ok, lines)):
             records = journal.decode_many(lines)
         else:
             records = []
@@ -342,7 +283,7 @@ class Ledger:
         except (ValueError, TypeError, IndexError, SnapshotError) as exc:
             problem = f"a record does not match the journal format: {exc}"
             if opening:
-                raise self._corrupt(self.journal_path, problem) from None
+                raise set_aside_corrupt(self.journal_path, problem) from None
             raise LedgerCorruptError(
                 f"journal {self.journal_path}: {problem}", path=self.journal_path
             ) from None
@@ -350,7 +291,7 @@ class Ledger:
     def _damaged_line(self, index: int, opening: bool) -> None:
         problem = f"a record near line {index + 1} after offset {self._roffset} fails its checksum"
         if opening:
-            raise self._corrupt(self.journal_path, problem)
+            raise set_aside_corrupt(self.journal_path, problem)
         raise LedgerCorruptError(
             f"journal {self.journal_path}: {problem}; run `token-tracker check` and restart",
             path=self.journal_path,
@@ -368,23 +309,10 @@ class Ledger:
             if b"\n" in tail:  # a live writer finished meanwhile: read on normally
                 self._read_available(opening=True)
                 return
-            aside = unique_name(f"{self.journal_path}.torn-{stamp()}")
-            fd = open_private(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "torn-tail file")
-            try:
-                os.write(fd, tail)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            keep_torn(self.journal_path, tail)
             os.ftruncate(wfd, self._roffset)
             os.write(wfd, journal.torn(time.time(), len(tail)))
             os.fsync(wfd)
-            log.warning(
-                "journal %s ended in a torn %d-byte record that was never acknowledged; "
-                "cut it off and kept it in %s",
-                self.journal_path,
-                len(tail),
-                aside,
-            )
         finally:
             fcntl.flock(wfd, fcntl.LOCK_UN)
             os.close(wfd)
@@ -437,15 +365,11 @@ class Ledger:
             if os.fstat(self._rfd).st_ino != os.fstat(fd).st_ino:
                 raise LedgerError(f"journal {self.journal_path} changed during compaction")
             if self._roffset < size:  # a torn tail from a killed writer: keep it aside
-                tail = read_all(fd, self._roffset)
-                aside = unique_name(f"{self.journal_path}.torn-{stamp()}")
-                Path(aside).write_bytes(tail)
+                keep_torn(self.journal_path, read_all(fd, self._roffset))
                 self.state.recovered_tail += 1
-                log.warning("journal %s: kept a torn tail in %s", self.journal_path, aside)
             nxt = self._generation + 1
-            doc = self.state.to_document(nxt, time.time(), self._prices)
-            doc[FOLDED_KEY] = size  # lets recovery tell what a stale journal got later
-            atomic_write(self.path, json.dumps(doc, ensure_ascii=False).encode())
+            # The folded size lets recovery tell what a stale journal got afterwards.
+            write_snapshot(self.path, self.state, nxt, self._prices, size)
             self._new_journal(nxt)
             return True
         finally:

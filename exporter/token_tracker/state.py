@@ -38,13 +38,14 @@ recorded totals and costs, one model per session.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from .pricing import NANO_PER_USD, PriceTable
 from .usage import ModelUsage, SessionTokenUsage, TokenUsage
 
 SCHEMA_VERSION = 2
 FORMAT_NAME = "token-tracker-ledger"
+_FOLDED_KEY = "journal_folded_bytes"
 
 # Positions in a totals list; lists keep the catch-up loop cheap.
 IN, OUT, CACHED, CREATED, COST, SAVINGS, REQUESTS, UNPRICED = range(8)
@@ -62,6 +63,17 @@ _TOTAL_KEYS = (
 
 class SnapshotError(ValueError):
     """A snapshot document does not match its schema."""
+
+
+class Snapshot(NamedTuple):
+    """A decoded snapshot document."""
+
+    state: LedgerState
+    #: The journal generation that continues this snapshot.
+    generation: int
+    schema: int
+    #: Bytes of the previous journal generation the snapshot holds (None: not said).
+    folded_bytes: int | None
 
 
 class Session:
@@ -147,7 +159,9 @@ class LedgerState:
 
     # -- the JSON snapshot --------------------------------------------------------
 
-    def to_document(self, generation: int, now: float, prices: PriceTable) -> dict[str, Any]:
+    def to_document(
+        self, generation: int, now: float, prices: PriceTable, folded_bytes: int | None = None
+    ) -> dict[str, Any]:
         sessions = {}
         for sid, s in self.sessions.items():
             total = _sum(s.models.values())
@@ -162,7 +176,7 @@ class LedgerState:
                 "models": {m: dict(zip(_TOTAL_KEYS, t, strict=True)) for m, t in s.models.items()},
             }
         g = self.global_totals()
-        return {
+        doc: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "format": FORMAT_NAME,
             "generated_at": now,
@@ -177,15 +191,18 @@ class LedgerState:
             "models": {m: dict(zip(_TOTAL_KEYS, t, strict=True)) for m, t in self.models.items()},
             "model_pricing": prices.seed_shape(),
         }
+        if folded_bytes is not None:
+            doc[_FOLDED_KEY] = folded_bytes
+        return doc
 
     @classmethod
-    def from_document(cls, doc: object, prices: PriceTable) -> tuple[LedgerState, int, int]:
-        """Load a snapshot; returns the state, its journal generation and schema version."""
+    def from_document(cls, doc: object, prices: PriceTable) -> Snapshot:
+        """Decode a snapshot document of schema 1 or 2."""
         if not isinstance(doc, dict):
             raise SnapshotError("top level is not a JSON object")
         version = doc.get("schema_version", 1)
         if version == 1:
-            return _from_v1(doc, prices), 1, 1
+            return Snapshot(_from_v1(doc, prices), 1, 1, None)
         if version != SCHEMA_VERSION:
             raise SnapshotError(f"schema_version {version!r} is not supported (expected 1 or 2)")
         state = cls()
@@ -205,7 +222,9 @@ class LedgerState:
             raise SnapshotError(f"missing field {exc.args[0]!r}") from None
         except (TypeError, ValueError, AttributeError) as exc:
             raise SnapshotError(str(exc)) from None
-        return state, generation, SCHEMA_VERSION
+        folded = doc.get(_FOLDED_KEY)
+        folded_bytes = folded if type(folded) is int and folded >= 0 else None
+        return Snapshot(state, generation, SCHEMA_VERSION, folded_bytes)
 
 
 def _int(value: object, where: str) -> int:
