@@ -12,7 +12,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import TokenTrackerError
@@ -38,24 +38,23 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+def _non_negative(convert: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text, and refuse negative or infinite values."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not 0 <= value < float("inf"):  # NaN fails this too
+            raise argparse.ArgumentTypeError(f"expected {what} >= 0, got {text!r}")
+        return value
+
+    return parse
 
 
-def _usd(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an amount in USD, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite amount >= 0, got {text!r}")
-    return value
+_non_negative_int = _non_negative(int, "an integer")
+_usd = _non_negative(float, "a finite amount in USD")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -49,27 +49,45 @@ DEFAULT_BUDGETS: Mapping[str, float] = {"session": 1.0, "day": 10.0, "month": 20
 # The GenAI semantic conventions' advisory bucket boundaries for token usage.
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)  # fmt: skip
-# Instruments whose series grow with sessions: their views lift the SDK's
-# 2,000-series cardinality limit so nothing folds into an overflow series.
-SESSION_INSTRUMENTS = (
-    "token_tracker_session_input_tokens",
-    "token_tracker_session_output_tokens",
-    "token_tracker_session_cached_tokens",
-    "token_tracker_session_cost_usd",
-    "token_tracker_session_requests",
-    "token_tracker_session_last_request_timestamp_seconds",
-)
-PER_MODEL_INSTRUMENTS = (
-    "token_tracker_input_tokens",
-    "token_tracker_output_tokens",
-    "token_tracker_cached_tokens",
-    "token_tracker_cache_creation_tokens",
-    "token_tracker_cost_usd",
-    "token_tracker_requests",
-    "token_tracker_cache_savings_usd",
-    "token_tracker_unpriced_tokens",
-    "token_tracker_price_usd_per_token",
-)
+# name, index in a totals list, unit, description. Instruments in USD report
+# nano-dollar totals scaled to dollars.
+_PER_MODEL = (
+    ("token_tracker_input_tokens", IN, "{token}",
+     "Input tokens, including cached and cache-creation tokens, per model."),
+    ("token_tracker_output_tokens", OUT, "{token}", "Output tokens per model."),
+    ("token_tracker_cached_tokens", CACHED, "{token}",
+     "Input tokens read from the prompt cache, per model."),
+    ("token_tracker_cache_creation_tokens", CREATED, "{token}",
+     "Input tokens written to the prompt cache, per model."),
+    ("token_tracker_cost_usd", COST, "USD",
+     "Cost in US dollars, fixed when each request was recorded, per model."),
+    ("token_tracker_requests", REQUESTS, "{request}", "Requests recorded per model."),
+    ("token_tracker_cache_savings_usd", SAVINGS, "USD",
+     "What cached input saved against the full input price, per model."),
+    ("token_tracker_unpriced_tokens", UNPRICED, "{token}",
+     "Tokens recorded for models with no price (their cost counts as 0)."),
+)  # fmt: skip
+_PER_SESSION = (
+    ("token_tracker_session_input_tokens", IN, "{token}", "Input tokens per session and model."),
+    ("token_tracker_session_output_tokens", OUT, "{token}",
+     "Output tokens per session and model."),
+    ("token_tracker_session_cached_tokens", CACHED, "{token}",
+     "Cached input tokens per session and model."),
+    ("token_tracker_session_cost_usd", COST, "USD", "Cost in US dollars per session and model."),
+    ("token_tracker_session_requests", REQUESTS, "{request}", "Requests per session and model."),
+)  # fmt: skip
+# name, is a counter, _View attribute, unit, description
+_LEDGER = (
+    ("token_tracker_sessions", False, "sessions", "{session}", "Sessions in the ledger."),
+    ("token_tracker_ledger_records", True, "records", "{record}",
+     "Request records in the ledger."),
+    ("token_tracker_ledger_recovered_tail", True, "recovered", "{event}",
+     "Times a torn, never-acknowledged final record was cut off on recovery."),
+    ("token_tracker_ledger_last_record_timestamp_seconds", False, "last_ts", "s",
+     "Unix time of the newest request in the ledger."),
+    ("token_tracker_ledger_size_bytes", False, "size", "By",
+     "Bytes on disk of the ledger snapshot and journal."),
+)  # fmt: skip
 UNLIMITED_SERIES = 2**31 - 1
 # Observations made in callbacks have no trace context; passing one spares the SDK a
 # context lookup per series.
@@ -150,155 +168,39 @@ class TrackerMetrics:
     # -- instruments -------------------------------------------------------------------
 
     def _register(self, meter: Any) -> None:
-        def per_model(
-            index: int, scale: float = 1, first: bool = False
-        ) -> Callable[..., Iterable[Observation]]:
-            def callback(options: CallbackOptions) -> Iterable[Observation]:
-                rows = (self._refresh() if first else self._view).model_rows
-                if scale == 1:
-                    return [Observation(t[index], a, _NO_CONTEXT) for a, t in rows]
-                return [Observation(t[index] / scale, a, _NO_CONTEXT) for a, t in rows]
-
-            return callback
-
-        def per_session(index: int, scale: float = 1) -> Callable[..., Iterable[Observation]]:
-            def callback(options: CallbackOptions) -> Iterable[Observation]:
-                rows = self._view.session_rows
-                if scale == 1:
-                    return [Observation(t[index], a, _NO_CONTEXT) for a, t in rows]
-                return [Observation(t[index] / scale, a, _NO_CONTEXT) for a, t in rows]
-
-            return callback
-
         counter = meter.create_observable_counter
         gauge = meter.create_observable_gauge
-        # The first callback of a collection refreshes the view the others read.
-        counter(
-            "token_tracker_input_tokens",
-            [per_model(IN, first=True)],
-            "{token}",
-            "Input tokens, including cached and cache-creation tokens, per model.",
-        )
-        counter(
-            "token_tracker_output_tokens", [per_model(OUT)], "{token}", "Output tokens per model."
-        )
-        counter(
-            "token_tracker_cached_tokens",
-            [per_model(CACHED)],
-            "{token}",
-            "Input tokens read from the prompt cache, per model.",
-        )
-        counter(
-            "token_tracker_cache_creation_tokens",
-            [per_model(CREATED)],
-            "{token}",
-            "Input tokens written to the prompt cache, per model.",
-        )
-        counter(
-            "token_tracker_cost_usd",
-            [per_model(COST, NANO_PER_USD)],
-            "USD",
-            "Cost in US dollars, fixed when each request was recorded, per model.",
-        )
-        counter(
-            "token_tracker_requests",
-            [per_model(REQUESTS)],
-            "{request}",
-            "Requests recorded per model.",
-        )
-        counter(
-            "token_tracker_cache_savings_usd",
-            [per_model(SAVINGS, NANO_PER_USD)],
-            "USD",
-            "What cached input saved against the full input price, per model.",
-        )
-        counter(
-            "token_tracker_unpriced_tokens",
-            [per_model(UNPRICED)],
-            "{token}",
-            "Tokens recorded for models with no price (their cost counts as 0).",
-        )
+        for i, (name, index, unit, description) in enumerate(_PER_MODEL):
+            # The first callback of a collection refreshes the view the others read.
+            callback = self._rows("model_rows", index, unit == "USD", refresh=i == 0)
+            counter(name, [callback], unit, description)
         if self.options.session_metrics:
-            counter(
-                "token_tracker_session_input_tokens",
-                [per_session(IN)],
-                "{token}",
-                "Input tokens per session and model.",
-            )
-            counter(
-                "token_tracker_session_output_tokens",
-                [per_session(OUT)],
-                "{token}",
-                "Output tokens per session and model.",
-            )
-            counter(
-                "token_tracker_session_cached_tokens",
-                [per_session(CACHED)],
-                "{token}",
-                "Cached input tokens per session and model.",
-            )
-            counter(
-                "token_tracker_session_cost_usd",
-                [per_session(COST, NANO_PER_USD)],
-                "USD",
-                "Cost in US dollars per session and model.",
-            )
-            counter(
-                "token_tracker_session_requests",
-                [per_session(REQUESTS)],
-                "{request}",
-                "Requests per session and model.",
-            )
-            gauge(
-                "token_tracker_session_last_request_timestamp_seconds",
-                [self._session_last],
-                "s",
-                "Unix time of the session's latest request.",
-            )
-        gauge(
-            "token_tracker_sessions",
-            [self._scalar("sessions")],
-            "{session}",
-            "Sessions in the ledger.",
-        )
-        gauge(
-            "token_tracker_price_usd_per_token",
-            [self._prices],
-            "USD",
-            "Configured price per token, by model and kind.",
-        )
-        gauge(
-            "token_tracker_budget_usd",
-            [self._budgets],
-            "USD",
-            "Budget thresholds from configuration, for alert rules to compare against.",
-        )
-        counter(
-            "token_tracker_ledger_records",
-            [self._scalar("records")],
-            "{record}",
-            "Request records in the ledger.",
-        )
-        counter(
-            "token_tracker_ledger_recovered_tail",
-            [self._scalar("recovered")],
-            "{event}",
-            "Times a torn, never-acknowledged final record was cut off on recovery.",
-        )
-        gauge(
-            "token_tracker_ledger_last_record_timestamp_seconds",
-            [self._scalar("last_ts")],
-            "s",
-            "Unix time of the newest request in the ledger.",
-        )
-        gauge(
-            "token_tracker_ledger_size_bytes",
-            [self._scalar("size")],
-            "By",
-            "Bytes on disk of the ledger snapshot and journal.",
-        )
+            for name, index, unit, description in _PER_SESSION:
+                counter(name, [self._rows("session_rows", index, unit == "USD")], unit, description)
+            gauge("token_tracker_session_last_request_timestamp_seconds", [self._session_last],
+                  "s", "Unix time of the session's latest request.")  # fmt: skip
+        gauge("token_tracker_price_usd_per_token", [self._prices], "USD",
+              "Configured price per token, by model and kind.")  # fmt: skip
+        gauge("token_tracker_budget_usd", [self._budgets], "USD",
+              "Budgets from configuration, for alert rules to compare against.")  # fmt: skip
+        for name, is_counter, attribute, unit, description in _LEDGER:
+            (counter if is_counter else gauge)(name, [self._scalar(attribute)], unit, description)
         gauge("token_tracker_build_info", [self._build_info], "1",
               "Always 1; the version label names the exporter's version.")  # fmt: skip
+
+    def _rows(
+        self, rows: str, index: int, usd: bool, refresh: bool = False
+    ) -> Callable[..., Iterable[Observation]]:
+        def callback(options: CallbackOptions) -> Iterable[Observation]:
+            view = self._refresh() if refresh else self._view
+            if usd:
+                return [
+                    Observation(t[index] / NANO_PER_USD, a, _NO_CONTEXT)
+                    for a, t in getattr(view, rows)
+                ]
+            return [Observation(t[index], a, _NO_CONTEXT) for a, t in getattr(view, rows)]
+
+        return callback
 
     def _scalar(self, name: str) -> Callable[..., Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
