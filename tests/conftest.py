@@ -5,9 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from _metrics_helpers import Scraper
+    from token_tracker import TokenTracker
+    from token_tracker.metrics import MetricsOptions
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_DIRS = (Path("/work/shared/seed"), REPO.parent / "shared" / "seed")
@@ -64,3 +71,39 @@ def subprocess_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+# The package is imported inside the fixtures below, so that collecting a test that
+# needs none of them never imports it.
+
+
+@pytest.fixture
+def make_tracker(ledger_path: Path) -> Iterator[Callable[[], TokenTracker]]:
+    """Opens more trackers on ``ledger_path`` (other writers); all closed after the test."""
+    from token_tracker import TokenTracker
+
+    made: list[TokenTracker] = []
+
+    def make() -> TokenTracker:
+        made.append(TokenTracker(ledger_path))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.close()
+
+
+@pytest.fixture
+def make_scraper(ledger_path: Path) -> Iterator[Callable[..., Scraper]]:
+    """Opens Scrapers (tracker and exporter) on ``ledger_path``; all closed after the test."""
+    from _metrics_helpers import Scraper
+
+    made: list[Scraper] = []
+
+    def make(options: MetricsOptions | None = None) -> Scraper:
+        made.append(Scraper(ledger_path, options))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
