@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,22 +17,27 @@ from token_tracker import (
 )
 
 
-def test_seed_compact_example(ledger_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("formatter", "expected"),
+    [
+        pytest.param(format_usage_compact, "2.3K tok (400 cached) $0.02", id="compact"),
+        pytest.param(
+            format_usage_detailed,
+            "In: 1.5K tok, Out: 800 tok, Cost: $0.02 (400 cached)",
+            id="detailed",
+        ),
+    ],
+)
+def test_seed_example(
+    ledger_path: Path, formatter: Callable[[TokenUsage, str], str], expected: str
+) -> None:
+    """The seed quick reference's session-123 request, formatted both ways."""
     with TokenTracker(ledger_path) as tracker:
         tracker.track_request("session-123", "claude-sonnet-4.5", 1500, 800, 400)
         session = tracker.get_session_usage("session-123")
     assert session is not None
-    text = format_usage_compact(session.total_usage, session.model_name)
-    assert text == "2.3K tok (400 cached) $0.02"
-
-
-def test_seed_detailed_example(ledger_path: Path) -> None:
-    with TokenTracker(ledger_path) as tracker:
-        tracker.track_request("session-123", "claude-sonnet-4.5", 1500, 800, 400)
-        session = tracker.get_session_usage("session-123")
-    assert session is not None
-    text = format_usage_detailed(session.total_usage, session.model_name)
-    assert text == "In: 1.5K tok, Out: 800 tok, Cost: $0.02 (400 cached)"
+    text = formatter(session.total_usage, session.model_name)
+    assert text == expected
 
 
 def test_compact_without_cache() -> None:
