@@ -78,6 +78,15 @@ PYTHON = sys.executable
 
 
 @pytest.fixture
+def tracker(ledger_path: Path) -> Iterator[TokenTracker]:
+    """A tracker on ``ledger_path``, closed after the test."""
+    from token_tracker import TokenTracker
+
+    with TokenTracker(ledger_path) as t:
+        yield t
+
+
+@pytest.fixture
 def make_tracker(ledger_path: Path) -> Iterator[Callable[[], TokenTracker]]:
     """Opens more trackers on ``ledger_path`` (other writers); all closed after the test."""
     from token_tracker import TokenTracker
