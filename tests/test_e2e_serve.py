@@ -14,13 +14,13 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from _tools import require_tool
+from _html import parse_page
+from _tools import dump_dom, require_tool
 from conftest import PYTHON, subprocess_env
 from token_tracker import TokenTracker, format_usage_compact
 from token_tracker.pricing import NANO_PER_USD
@@ -217,61 +217,6 @@ def assert_equals_ledger(values: Values, ledger: Path) -> None:
         assert values[("token_tracker_ledger_records_total", frozenset())] == state.records
 
 
-class _ByClass(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.by_class: dict[str, list[str]] = {}
-        self._open: list[str | None] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("meta", "br", "link"):
-            return
-        cls = dict(attrs).get("class")
-        self._open.append(cls)
-        if cls:
-            self.by_class.setdefault(cls, []).append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag not in ("meta", "br", "link") and self._open:
-            self._open.pop()
-
-    def handle_data(self, data: str) -> None:
-        for cls in set(filter(None, self._open)):
-            self.by_class[cls][-1] += data
-
-
-def dump_dom(chromium: str, url: str, profile: Path) -> str:
-    cmd = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--dump-dom",
-        url,
-    ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("chromium --dump-dom did not finish within 60 s")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
-    return out.decode("utf-8")
-
-
 def test_serve_end_to_end(tmp_path: Path, servers: list[Serve]) -> None:
     promtool = require_tool("promtool")
     ledger = tmp_path / "ledger" / "token_usage.json"
@@ -319,9 +264,7 @@ def test_serve_end_to_end(tmp_path: Path, servers: list[Serve]) -> None:
     # The status page, rendered by a real browser.
     chromium = require_tool("chromium")
     dom = dump_dom(chromium, server.url + "/", tmp_path / "chromium-profile")
-    page = _ByClass()
-    page.feed(dom)
-    page.close()
+    page = parse_page(dom)
     assert sorted(page.by_class["sid"]) == sorted({*ODD_IDS, "plain-a", "plain-b"})
     compact = page.by_class["compact"]
     with TokenTracker(ledger) as fresh:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from _tools import require_tool
+from _html import parse_page
+from _tools import dump_dom, require_tool
 from token_tracker import TokenTracker
 from token_tracker.formatting import (
     format_cost,
@@ -34,40 +31,6 @@ ODD_IDS = [
 ]
 
 
-class _Text(HTMLParser):
-    """Collects the text of elements by class (sid, compact, detailed) and all text."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.by_class: dict[str, list[str]] = {}
-        self.text: list[str] = []
-        self._open: list[str | None] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("meta", "br", "link"):
-            return
-        cls = dict(attrs).get("class")
-        self._open.append(cls)
-        if cls:
-            self.by_class.setdefault(cls, []).append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag not in ("meta", "br", "link") and self._open:
-            self._open.pop()
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-        for cls in set(filter(None, self._open)):
-            self.by_class[cls][-1] += data
-
-
-def _parse(page: str) -> _Text:
-    parser = _Text()
-    parser.feed(page)
-    parser.close()
-    return parser
-
-
 @pytest.fixture
 def tracker(tmp_path: Path) -> Iterator[TokenTracker]:
     t = TokenTracker(tmp_path / "ledger" / "token_usage.json")
@@ -82,14 +45,14 @@ def test_odd_session_ids_are_escaped(tracker: TokenTracker) -> None:
     assert "<script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&quot;hi&quot;" in page
-    parsed = _parse(page)
+    parsed = parse_page(page)
     # Parsing the page back gives every id exactly: nothing lost, nothing injected.
     assert sorted(parsed.by_class["sid"]) == sorted(ODD_IDS)
     assert parsed.by_class.keys() >= {"compact", "detailed", "sid", "session"}
 
 
 def test_compact_and_detailed_lines(tracker: TokenTracker) -> None:
-    parsed = _parse(render_status_page(tracker, refresh_seconds=7))
+    parsed = parse_page(render_status_page(tracker, refresh_seconds=7))
     sessions = tracker.get_all_sessions()
     compact = parsed.by_class["compact"]
     detailed = parsed.by_class["detailed"]
@@ -106,7 +69,7 @@ def test_compact_and_detailed_lines(tracker: TokenTracker) -> None:
 def test_totals_and_refresh(tracker: TokenTracker) -> None:
     page = render_status_page(tracker, refresh_seconds=7)
     assert '<meta http-equiv="refresh" content="7">' in page
-    totals = " ".join(_parse(page).by_class["totals"])
+    totals = " ".join(parse_page(page).by_class["totals"])
     usage = tracker.get_global_usage()
     for text in (
         format_tokens(usage.total_tokens),
@@ -153,10 +116,10 @@ class FakeTracker:
 
 
 def test_sessions_newest_first_and_bounded() -> None:
-    parsed = _parse(render_status_page(FakeTracker(10), max_sessions=4))
+    parsed = parse_page(render_status_page(FakeTracker(10), max_sessions=4))
     assert parsed.by_class["sid"] == ["s9", "s8", "s7", "s6"]
     assert "6 more" in "".join(parsed.by_class["more"])
-    parsed = _parse(render_status_page(FakeTracker(5)))
+    parsed = parse_page(render_status_page(FakeTracker(5)))
     assert parsed.by_class["sid"] == ["s4", "s2", "s1", "s0", "s3"]  # NaN time sorts last
     assert "5 tokens unpriced" in "".join(parsed.by_class["warn"])
     assert "models: m, n" in parsed.by_class["detailed"][0]
@@ -180,51 +143,15 @@ class _PageApp:
         return True, "ok"
 
 
-def _dump_dom(chromium: str, url: str, profile: Path) -> str:
-    cmd = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--dump-dom",
-        url,
-    ]
-    # Own process group: on timeout the renderer and helper processes go too.
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("chromium --dump-dom did not finish within 60 s")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    assert proc.returncode == 0, err.decode("utf-8", "replace")[-2000:]
-    return out.decode("utf-8")
-
-
 def test_page_renders_in_headless_chromium(tracker: TokenTracker, tmp_path: Path) -> None:
     chromium = require_tool("chromium")
     server = ExporterServer(_PageApp(tracker), port=0)
     server.start()
     try:
-        dom = _dump_dom(chromium, server.url + "/", tmp_path / "chromium-profile")
+        dom = dump_dom(chromium, server.url + "/", tmp_path / "chromium-profile")
     finally:
         server.shutdown()
-    parsed = _parse(dom)
+    parsed = parse_page(dom)
     assert sorted(parsed.by_class["sid"]) == sorted(ODD_IDS)
     compact = parsed.by_class["compact"]
     for session_id, session in tracker.get_all_sessions().items():
