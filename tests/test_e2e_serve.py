@@ -4,22 +4,17 @@ checked by promtool, restarted, and its status page rendered by headless Chromiu
 from __future__ import annotations
 
 import json
-import os
-import queue
 import signal
 import socket
 import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from _html import parse_page
+from _scrape import Values, parse_samples
+from _serve_process import Serve, free_port, http
 from _tools import dump_dom, require_tool
 from conftest import PYTHON, subprocess_env
 from token_tracker import TokenTracker, format_usage_compact
@@ -31,7 +26,6 @@ pytestmark = pytest.mark.slow
 SONNET = "claude-sonnet-4.5"
 HAIKU = "claude-haiku-4.5"
 ODD_IDS = ['we"ird', "back\\slash", "new\nline", "emoji \U0001f680 caf\u00e9", "a}b,c=d"]
-Values = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 WRITER = """
 import json, sys
@@ -44,85 +38,6 @@ with TokenTracker(ledger) as t:
 """
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Serve:
-    """A `token-tracker serve` child process and the lines it writes to stderr."""
-
-    def __init__(self, ledger: Path, port: int, *extra: str) -> None:
-        self.address = f"127.0.0.1:{port}"
-        self.url = f"http://{self.address}"
-        self.proc = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "token_tracker",
-                "serve",
-                "--ledger",
-                str(ledger),
-                "--web.listen-address",
-                self.address,
-                *extra,
-            ],
-            env=subprocess_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-            self.lines.put(line)
-
-    def wait_ready(self, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        logged = None
-        while logged is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self.proc.poll() is not None:
-                pytest.fail(f"serve did not log its address; stderr: {''.join(self.stderr)}")
-            try:
-                line = self.lines.get(timeout=min(remaining, 0.5))
-            except queue.Empty:
-                continue
-            if self.url in line:
-                logged = line
-        while True:
-            try:
-                status, _, _ = http(self.url + "/healthz")
-                if status == 200:
-                    return logged
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("/healthz did not answer 200 in time")
-            time.sleep(0.05)
-
-    def terminate(self, timeout: float = 5.0) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"serve did not exit within {timeout} s of SIGTERM")
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def servers() -> Iterator[list[Serve]]:
     started: list[Serve] = []
@@ -131,34 +46,11 @@ def servers() -> Iterator[list[Serve]]:
         s.kill()
 
 
-def http(
-    url: str, *, method: str = "GET", headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, method=method, headers=headers or {})
-    if method == "POST":
-        request.data = b"x"
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
 def scrape(url: str) -> str:
     status, headers, body = http(url + "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     return body.decode("utf-8")
-
-
-def parse(text: str) -> Values:
-    out: Values = {}
-    for family in parse_text(text):
-        for s in family.samples:
-            key = (s.name, frozenset(s.labels.items()))
-            assert key not in out, f"duplicate series {key}"
-            out[key] = s.value
-    return out
 
 
 def counters(values: Values) -> Values:
@@ -227,7 +119,7 @@ def test_serve_end_to_end(tmp_path: Path, servers: list[Serve]) -> None:
     assert f"http://127.0.0.1:{port}" in logged
 
     # An empty ledger already scrapes.
-    empty = parse(scrape(server.url))
+    empty = parse_samples(scrape(server.url))
     assert empty[("token_tracker_sessions", frozenset())] == 0
 
     run_writers(ledger)
@@ -236,7 +128,7 @@ def test_serve_end_to_end(tmp_path: Path, servers: list[Serve]) -> None:
         [promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=60
     )
     assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
-    values = parse(text)
+    values = parse_samples(text)
     assert_equals_ledger(values, ledger)
     sids = {
         dict(lbl)["session_id"]
@@ -282,8 +174,8 @@ def test_serve_end_to_end(tmp_path: Path, servers: list[Serve]) -> None:
     again = Serve(ledger, free_port())
     servers.append(again)
     again.wait_ready()
-    assert counters(parse(scrape(again.url))) == counters(values)
-    assert counters(parse(scrape(again.url))) == counters(values)
+    assert counters(parse_samples(scrape(again.url))) == counters(values)
+    assert counters(parse_samples(scrape(again.url))) == counters(values)
     # SIGINT also stops it.
     again.proc.send_signal(signal.SIGINT)
     assert again.proc.wait(timeout=5) == 0
@@ -321,7 +213,7 @@ def test_embedded_exporter(tmp_path: Path) -> None:
         assert handle.url == f"http://127.0.0.1:{port}"
         first.track_request("embedded", SONNET, 1234, 56)
         second.track_request("other", HAIKU, 10, 20)
-        values = parse(scrape(handle.url))
+        values = parse_samples(scrape(handle.url))
         assert_equals_ledger(values, ledger)
         assert http(handle.url + "/healthz")[0] == 200
         status, _, body = http(handle.url + "/")
