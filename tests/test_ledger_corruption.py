@@ -24,7 +24,7 @@ def _filled(path: Path, n: int = 20) -> None:
     "damage",
     ["garbage-line", "flipped-byte", "cut-line", "bad-json-good-crc-shape"],
 )
-def test_garbage_in_the_middle_of_thejournal_path(ledger_path: Path, damage: str) -> None:
+def test_garbage_in_the_middle_of_the_journal(ledger_path: Path, damage: str) -> None:
     _filled(ledger_path)
     journal = journal_path(ledger_path)
     lines = journal.read_bytes().splitlines(keepends=True)
