@@ -116,3 +116,8 @@ def make_scraper(ledger_path: Path) -> Iterator[Callable[..., Scraper]]:
     yield make
     for s in made:
         s.close()
+
+
+# Fixtures shared by several test files, registered once: the session-scoped Prometheus
+# stack (_stack.py).
+pytest_plugins = ["_stack"]
