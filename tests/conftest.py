@@ -118,6 +118,6 @@ def make_scraper(ledger_path: Path) -> Iterator[Callable[..., Scraper]]:
         s.close()
 
 
-# Fixtures shared by several test files, registered once: the session-scoped Prometheus
-# stack (_stack.py).
-pytest_plugins = ["_stack"]
+# Fixtures shared by several test files, registered once: start_server (_server.py) and
+# the session-scoped Prometheus stack (_stack.py).
+pytest_plugins = ["_server", "_stack"]
