@@ -21,6 +21,8 @@ PROVISIONING_DIR = REPO / "grafana" / "provisioning"
 PROMETHEUS_DIR = REPO / "prometheus"
 RULES_DIR = PROMETHEUS_DIR / "rules"
 DASHBOARD_FILES = ("token-spend-compact.json", "token-spend-detailed.json")
+#: the datasource every panel and target names: the dashboards' $datasource variable
+DS = {"type": "prometheus", "uid": "${datasource}"}
 
 #: What the e2e test and the offline parse check substitute for Grafana's variables.
 #: $model / $session are multi-value with allValue ".*" (used with =~ only).
@@ -58,6 +60,16 @@ def iter_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for panel in dashboard.get("panels", []):
         yield panel
         yield from panel.get("panels", [])
+
+
+def exprs_of(panel: dict[str, Any]) -> list[str]:
+    """The PromQL of each of ``panel``'s targets ("" for a target without one)."""
+    return [t.get("expr", "") for t in panel.get("targets", [])]
+
+
+def all_dashboard_text(dash: dict[str, Any]) -> str:
+    """Every panel expression of ``dash``, one a line."""
+    return "\n".join(e for p in iter_panels(dash) for e in exprs_of(p))
 
 
 def load_yaml(path: Path) -> Any:

@@ -1,63 +1,38 @@
 """Structure of the Grafana dashboards, the provisioning and the Grafana-managed alerts.
 
-Also parses every PromQL expression the repo ships (dashboards, Prometheus rules,
-Grafana alert rules) with promtool, offline; tests/test_stack_e2e.py evaluates them
-against a running Prometheus.
+Their PromQL and template variables: test_dashboard_promql.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from _monitoring import (
     DASHBOARD_DIR,
     DASHBOARD_FILES,
-    GRAFANA_VALUES,
+    DS,
     PROVISIONING_DIR,
     REPO,
-    all_exprs,
-    dashboard_exprs,
+    all_dashboard_text,
     dashboards,
+    exprs_of,
     grafana_alert_files,
     grafana_alert_rules,
     iter_panels,
     load_dashboard,
     load_yaml,
-    substitute,
     table_columns,
-    used_variables,
 )
-from _tools import require_tool
-
-DS = {"type": "prometheus", "uid": "${datasource}"}
-BUILTIN_VARS = {
-    "__range",
-    "__range_s",
-    "__range_ms",
-    "__rate_interval",
-    "__interval",
-    "__interval_ms",
-}
 
 
 @pytest.fixture(params=DASHBOARD_FILES)
 def dashboard(request: pytest.FixtureRequest) -> dict[str, Any]:
     return load_dashboard(request.param)
-
-
-def exprs_of(panel: dict[str, Any]) -> list[str]:
-    return [t.get("expr", "") for t in panel.get("targets", [])]
-
-
-def all_dashboard_text(dash: dict[str, Any]) -> str:
-    return "\n".join(e for p in iter_panels(dash) for e in exprs_of(p))
 
 
 # -- the dashboard JSON -------------------------------------------------------------------
@@ -99,23 +74,6 @@ def test_importable_grafana_com_style(dashboard: dict[str, Any]) -> None:
         assert ("panel", panel["type"]) in required, panel["type"]
 
 
-def test_template_variables(dashboard: dict[str, Any]) -> None:
-    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert {"datasource", "model", "session"} <= set(variables)
-    ds = variables["datasource"]
-    assert ds["type"] == "datasource"
-    assert ds["query"] == "prometheus"
-    for name, label in (("model", "model"), ("session", "session_id")):
-        var = variables[name]
-        assert var["type"] == "query"
-        assert var["datasource"] == DS
-        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-        assert re.fullmatch(rf"label_values\(token_tracker_\w+(\{{.*\}})?, {label}\)", query)
-        assert var["includeAll"] and var["multi"]
-        assert var["allValue"] == ".*"
-        assert var["refresh"] in (1, 2)
-
-
 def test_every_panel_has_datasource_targets_unique_id_and_gridpos(
     dashboard: dict[str, Any],
 ) -> None:
@@ -144,24 +102,6 @@ def test_every_panel_has_datasource_targets_unique_id_and_gridpos(
             for y in range(grid["y"], grid["y"] + grid["h"]):
                 assert (x, y) not in cells, f"{where} overlaps panel {cells[(x, y)]}"
                 cells[(x, y)] = panel["id"]
-
-
-def test_queries_are_range_aware_with_known_variables(dashboard: dict[str, Any]) -> None:
-    text = all_dashboard_text(dashboard)
-    assert "$__range" in text and "$__rate_interval" in text
-    variables = {v["name"] for v in dashboard["templating"]["list"]}
-    for panel in iter_panels(dashboard):
-        for expr in exprs_of(panel):
-            where = f"{panel['title']!r}: {expr}"
-            # no hard-coded windows: every range selector is a Grafana interval
-            for window in re.findall(r"\[([^\]]*)\]", expr):
-                assert window in ("$__range", "$__rate_interval", "$__interval"), where
-            assert "offset" not in expr, where
-            assert used_variables(expr) <= variables | BUILTIN_VARS, where
-            # multi-value variables with allValue ".*" only work with regex matchers
-            for var in ("model", "session"):
-                for m in re.finditer(rf"(\S\S)\"\${var}\"", expr):
-                    assert m.group(1).endswith("=~"), where
 
 
 def _kind(expr: str) -> str | None:
@@ -276,56 +216,6 @@ def test_detailed_dashboard_content() -> None:
         "token_tracker_ledger_size_bytes",
     ):
         assert metric in text, metric
-
-
-def test_per_session_panels_use_session_metrics_and_totals_use_per_model_metrics() -> None:
-    for e in dashboard_exprs():
-        if "session_id" in e.expr and "by (session_id)" in e.expr:
-            assert "token_tracker_session_" in e.expr, e.where
-        if re.search(r"^sum\((increase\()?token_tracker_(input|output|cached|cost)", e.expr):
-            assert "token_tracker_session_" not in e.expr, e.where
-
-
-# -- every PromQL expression parses --------------------------------------------------------
-
-
-def test_all_promql_parses_with_promtool(tmp_path: Path) -> None:
-    """Offline syntax check: each expression, variables substituted, as a recording rule."""
-    promtool = require_tool("promtool")
-    exprs = all_exprs()
-    assert len(exprs) > 40
-    rules = [{"record": f"check:expr_{i}", "expr": substitute(e.expr)} for i, e in enumerate(exprs)]
-    path = tmp_path / "all-exprs.yml"
-    path.write_text(yaml.safe_dump({"groups": [{"name": "all", "rules": rules}]}))
-    result = subprocess.run(
-        [promtool, "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        # find the culprit for a readable failure
-        bad = []
-        for i, e in enumerate(exprs):
-            one = tmp_path / f"one-{i}.yml"
-            one.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [rules[i]]}]}))
-            r = subprocess.run(
-                [promtool, "check", "rules", str(one)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            if r.returncode:
-                bad.append(f"{e.source} {e.where}: {e.expr}\n{r.stdout}{r.stderr}")
-        pytest.fail("\n".join(bad) or result.stdout + result.stderr)
-
-
-def test_substitution_leaves_no_variables() -> None:
-    for e in all_exprs():
-        assert "$" not in substitute(e.expr), e.where
-    assert set(GRAFANA_VALUES) >= BUILTIN_VARS
 
 
 # -- provisioning ---------------------------------------------------------------------------
