@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 
 from _html import parse_page
+from _metrics_helpers import assert_equals_ledger
 from _scrape import Values, parse_samples
 from _serve_process import Serve, free_port, http
 from _tools import dump_dom, require_tool
 from conftest import PYTHON, subprocess_env
 from token_tracker import TokenTracker, format_usage_compact
-from token_tracker.pricing import NANO_PER_USD
-from token_tracker.state import CACHED, COST, IN, OUT, REQUESTS
 
 pytestmark = pytest.mark.slow
 
@@ -77,36 +76,6 @@ def run_writers(ledger: Path) -> None:
             if p.poll() is None:
                 p.kill()
                 p.wait(timeout=10)
-
-
-def assert_equals_ledger(values: Values, ledger: Path) -> None:
-    def fam(name: str) -> dict[frozenset[tuple[str, str]], float]:
-        return {lbl: v for (n, lbl), v in values.items() if n == name}
-
-    with TokenTracker(ledger) as fresh:
-        state, _ = fresh._read_state()
-        per_model = {
-            "token_tracker_input_tokens_total": (IN, 1),
-            "token_tracker_output_tokens_total": (OUT, 1),
-            "token_tracker_cached_tokens_total": (CACHED, 1),
-            "token_tracker_cost_usd_total": (COST, NANO_PER_USD),
-            "token_tracker_requests_total": (REQUESTS, 1),
-        }
-        for name, (index, scale) in per_model.items():
-            expected = {
-                frozenset({("model", m)}): t[index] / scale for m, t in state.models.items()
-            }
-            assert fam(name) == expected, name
-        for name, (index, scale) in per_model.items():
-            name = name.replace("token_tracker_", "token_tracker_session_")
-            expected = {
-                frozenset({("session_id", sid), ("model", m)}): t[index] / scale
-                for sid, s in state.sessions.items()
-                for m, t in s.models.items()
-            }
-            assert fam(name) == expected, name
-        assert values[("token_tracker_sessions", frozenset())] == len(state.sessions)
-        assert values[("token_tracker_ledger_records_total", frozenset())] == state.records
 
 
 def test_serve_end_to_end(tmp_path: Path, servers: list[Serve]) -> None:
