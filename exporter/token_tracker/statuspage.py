@@ -49,7 +49,8 @@ def render_status_page(
 ) -> str:
     """Render the whole page; ``refresh_seconds <= 0`` turns the auto-refresh off."""
     usage = tracker.get_global_usage()
-    cost = tracker.get_global_cost()
+    # The usage carries its recorded cost; asking again would read the ledger twice.
+    cost = usage.cost_usd if usage.cost_usd is not None else tracker.get_global_cost()
     sessions = tracker.get_all_sessions()
     ordered = sorted(sessions.values(), key=lambda s: (-_sort_time(s.last_updated), s.session_id))
     shown = ordered[: max(0, max_sessions)]
